@@ -1,9 +1,48 @@
-"""Sub-commands of ``orcnn`` owned by this package (see orcnn_core/cli.py)."""
+"""Sub-commands of ``orcnn`` owned by this package (see orcnn_core/cli.py): ``eval``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this package's sub-commands (none yet)."""
+    """Add ``orcnn eval``."""
+    parser = subparsers.add_parser(
+        "eval", help="amodal evaluation: AP_AV, AP_A, AP_V (all / occluded), AP_IV@0.5",
+        description="Evaluate results JSON files against amodal ground truth; one table row per file.")
+    parser.add_argument("--gt", required=True, help="ground-truth annotation file")
+    parser.add_argument("--results", required=True, nargs="+", metavar="RES.json",
+                        help="results JSON files (COCO results list with visible/invisible masks)")
+    parser.add_argument("--format", default=None, help="ground-truth format (default: detect)")
+    parser.add_argument("--json", default=None, metavar="OUT.json",
+                        help="write the metrics (percent) as JSON; a list when several results files")
+    parser.add_argument("--plots", default=None, metavar="DIR", help="write precision-recall curves (PNG)")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Handler of ``orcnn eval``: print the table and notes, optionally write JSON and plots."""
+    from orcnn_core.evaluation.amodal_eval import compute_files
+    from orcnn_core.evaluation.table import format_table
+
+    evaluations = compute_files(args.gt, args.results, format=args.format)
+    names = [Path(path).stem for path in args.results]
+    summaries = [evaluation.summary for evaluation in evaluations]
+    print(format_table(list(zip(names, summaries))))
+    for summary in summaries:
+        for note in summary["notes"]:
+            print(f"note: {note}")
+    if args.json:
+        payload = summaries[0] if len(summaries) == 1 else summaries
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.plots:
+        from orcnn_core.evaluation.plots import plot_precision_recall
+
+        for name, evaluation in zip(names, evaluations):
+            for path in plot_precision_recall(evaluation, args.plots, name):
+                print(f"wrote {path}")
+    return 0
