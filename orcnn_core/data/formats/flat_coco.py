@@ -1,0 +1,144 @@
+"""Flat COCO amodal formats, one reader parameterised by a key layout per format.
+
+All of COCOA "detectron"/COCOA cls, D2S amodal, KINS (original and 2020), UOAIS/OSD-Amodal and the
+project's own format are COCO files (``images``, ``annotations``, ``categories``) whose amodal,
+visible and invisible masks sit under different keys. UOAIS tools also write a detectron2-style list
+of image dicts (``file_name``, ``height``, ``width``, ``annotations``); that is accepted too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Optional
+
+from orcnn_core.data.formats import register_reader
+from orcnn_core.data.records import (
+    AmodalAnnotations,
+    Where,
+    build_annotation,
+    check_unique_ids,
+    parse_categories,
+)
+from orcnn_core.structures import ImageRecord
+
+
+@dataclass(frozen=True)
+class FlatLayout:
+    """Where one format keeps each field of an annotation (``None``: the format has no such key)."""
+
+    amodal: str
+    visible: Optional[str]
+    invisible: Optional[str]
+    amodal_bbox: Optional[str]
+    visible_bbox: Optional[str]
+    extra_keys: tuple = ()
+
+
+LAYOUTS = {
+    "cocoa": FlatLayout("segmentation", "visible_mask", "invisible_mask", "bbox", None,
+                        ("occlude_rate", "name", "isStuff", "order")),
+    "d2sa": FlatLayout("segmentation", "visible_mask", "invisible_mask", "bbox", None,
+                       ("occlude_rate", "occluded_rate")),
+    "kins": FlatLayout("segmentation", "inmodal_seg", None, "bbox", "inmodal_bbox", ("ico_id", "oco_id")),
+    "kins2020": FlatLayout("a_segm", "i_segm", None, "a_bbox", "i_bbox", ("ico_id", "oco_id")),
+    "uoais": FlatLayout("segmentation", "visible_mask", "occluded_mask", "bbox", "visible_bbox",
+                        ("occluded_rate",)),
+    "orcnn": FlatLayout("segmentation", "visible_mask", "invisible_mask", "bbox", "visible_bbox"),
+}
+
+
+def _list_to_coco(data: list, path: Path) -> dict:
+    """A detectron2-style list of image dicts as a flat COCO dict (ids made up where missing)."""
+    images, annotations, next_ann_id = [], [], 1
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or "annotations" not in item:
+            raise Where(path).error(f"list entry {index} is not an image dict with 'annotations'")
+        image_id = item.get("image_id", item.get("id", index + 1))
+        images.append({k: item[k] for k in ("file_name", "height", "width") if k in item} | {"id": image_id})
+        for ann in item["annotations"]:
+            ann = dict(ann)
+            ann.setdefault("id", next_ann_id)
+            ann["image_id"] = image_id
+            next_ann_id += 1
+            annotations.append(ann)
+    category_ids = sorted({int(a.get("category_id", 1)) for a in annotations})
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": c, "name": f"class_{c}"} for c in category_ids]}
+
+
+def _image_records(data: dict, path: Path) -> dict:
+    records = {}
+    for entry in data.get("images", []):
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise Where(path).error(f"image entry without 'id': {str(entry)[:80]}")
+        image_id = entry["id"]
+        where = Where(path, image_id)
+        if image_id in records:
+            raise where.error("duplicate image id")
+        if "height" not in entry or "width" not in entry:
+            raise where.error("image entry needs 'height' and 'width'")
+        records[image_id] = ImageRecord(image_id=image_id, file_name=str(entry.get("file_name", "")),
+                                        height=int(entry["height"]), width=int(entry["width"]))
+    return records
+
+
+def read_flat(data: Any, path: Path, *, layout_name: str, no_stuff: bool = False,
+              repair: bool = False) -> AmodalAnnotations:
+    """Read a flat COCO amodal file (or detectron2 list) with the key layout ``layout_name``."""
+    path = Path(path)
+    layout = LAYOUTS[layout_name]
+    if isinstance(data, list):
+        data = _list_to_coco(data, path)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise Where(path).error("expected a COCO file with 'images', 'annotations' and 'categories'")
+    categories = parse_categories(data.get("categories", []), path)
+    known_categories = {c["id"] for c in categories}
+    records = _image_records(data, path)
+    seen_ann_ids: dict = {}
+    for ann in data["annotations"]:
+        image_id = ann.get("image_id") if isinstance(ann, dict) else None
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        where = Where(path, image_id, ann_id)
+        if ann_id is None:
+            raise where.error("annotation without 'id'")
+        if ann_id in seen_ann_ids:
+            raise where.error(f"duplicate annotation id (also in image {seen_ann_ids[ann_id]})")
+        seen_ann_ids[ann_id] = image_id
+        if image_id not in records:
+            raise where.error("annotation refers to an image id not in 'images'")
+        category_id = ann.get("category_id")
+        if category_id is None or int(category_id) not in known_categories:
+            raise where.error(f"unknown category id {category_id} (categories: {sorted(known_categories)})")
+        if no_stuff and ann.get("isStuff"):
+            continue
+        if layout.amodal not in ann:
+            raise where.error(f"missing amodal mask key '{layout.amodal}' ({layout_name} layout)")
+        record = records[image_id]
+        extra = {k: ann[k] for k in layout.extra_keys if k in ann}
+        if isinstance(ann.get("extra"), dict):
+            extra.update(ann["extra"])
+        record.annotations.append(build_annotation(
+            ann_id, int(category_id), record.height, record.width, ann[layout.amodal],
+            ann.get(layout.visible) if layout.visible else None,
+            ann.get(layout.invisible) if layout.invisible else None,
+            where=where, repair=repair, iscrowd=bool(ann.get("iscrowd", 0)),
+            amodal_bbox=ann.get(layout.amodal_bbox) if layout.amodal_bbox else None,
+            visible_bbox=ann.get(layout.visible_bbox) if layout.visible_bbox else None,
+            extra=extra))
+    images = list(records.values())
+    check_unique_ids(images, path)
+    info = data.get("info") if isinstance(data.get("info"), dict) else {}
+    root = path.parent
+    if layout_name == "orcnn" and info.get("image_root"):
+        root = (path.parent / str(info["image_root"])).resolve()
+    elif images and not (root / images[0].file_name).exists():
+        if (root / "images" / images[0].file_name).exists():  # common layout: DIR/ann.json + DIR/images/
+            root = root / "images"
+    return AmodalAnnotations(images=images, categories=categories, format=layout_name, path=path,
+                             image_root=root)
+
+
+for _name in LAYOUTS:
+    register_reader(_name)(partial(read_flat, layout_name=_name))
