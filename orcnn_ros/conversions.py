@@ -1,0 +1,217 @@
+"""Plain functions between ROS message fields and numpy, and the building of our result message.
+
+They take any object with the ROS field names: rclpy-generated messages, rosbags dataclasses or a
+``SimpleNamespace``. Message classes are passed in (``MessageFactories``) so the node builds
+rclpy messages and the replay and tests build rosbags ones with the same code.
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from orcnn_core import masks as mask_ops
+from orcnn_core.errors import InputError
+from orcnn_core.occlusion import OcclusionGraph, compute_occlusion_graph
+from orcnn_core.structures import Prediction
+
+# Channels per supported raw encoding, and how to turn it into RGB.
+ENCODING_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
+_TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
+           "mono8": cv2.COLOR_GRAY2RGB}
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+class ImageInputError(InputError):
+    """A frame that cannot be used; ``cause`` is a short stable key (for counting and log-once)."""
+
+    def __init__(self, cause: str, message: str):
+        super().__init__(message)
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class MessageFactories:
+    """Message classes to build results with, and adapters for array fields of that message flavour."""
+
+    instance_array: type
+    instance: type
+    image: type
+    roi: type
+    byte_array: Callable[[np.ndarray], Any]         # uint8 data -> value of a ``uint8[]`` field
+    uint32_array: Callable[[Sequence[int]], Any]    # -> value of a ``uint32[]`` field
+    float32_array: Callable[[Sequence[float]], Any]  # -> value of a ``float32[]`` field
+
+    @classmethod
+    def for_rclpy(cls, instance_array: type, instance: type, image: type, roi: type) -> MessageFactories:
+        """Factories for rclpy-generated classes: array fields take ``array.array`` (fast path)."""
+        return cls(instance_array=instance_array, instance=instance, image=image, roi=roi,
+                   byte_array=lambda a: array.array("B", np.ascontiguousarray(a, np.uint8).tobytes()),
+                   uint32_array=lambda v: array.array("I", [int(x) for x in v]),
+                   float32_array=lambda v: array.array("f", [float(x) for x in v]))
+
+
+def _data_bytes(data: Any, field: str) -> np.ndarray:
+    """A flat uint8 view of a ``uint8[]`` field (bytes, array.array, numpy or list)."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8) if data.dtype.itemsize == 1 else data.astype(np.uint8)
+    try:
+        return np.frombuffer(data, dtype=np.uint8)
+    except TypeError:
+        try:
+            return np.asarray(data, dtype=np.uint8).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ImageInputError("bad_data", f"{field} is not a byte array ({type(data).__name__})") from exc
+
+
+def image_msg_to_numpy(msg: Any) -> np.ndarray:
+    """RGB uint8 HxWx3 array from a ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8)."""
+    encoding = str(getattr(msg, "encoding", "")).lower()
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if encoding not in ENCODING_CHANNELS:
+        raise ImageInputError("unsupported_encoding", f"Image.encoding '{msg.encoding}' is not supported "
+                         f"(supported: {', '.join(ENCODING_CHANNELS)})")
+    if height <= 0 or width <= 0:
+        raise ImageInputError("zero_size", f"Image is zero-size: height={height}, width={width}")
+    channels = ENCODING_CHANNELS[encoding]
+    row_bytes = width * channels
+    if step < row_bytes:
+        raise ImageInputError("step_too_small",
+                              f"Image.step {step} is smaller than width*channels = {row_bytes} ({encoding})")
+    data = _data_bytes(msg.data, "Image.data")
+    if data.size != step * height:
+        raise ImageInputError("size_mismatch",
+                              f"Image.data has {data.size} bytes but step*height = {step}*{height} = "
+                              f"{step * height} ({width}x{height} {encoding})")
+    # Drop row padding (step > width*channels) before reshaping to pixels.
+    pixels = data.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
+    if encoding == "rgb8":
+        return np.ascontiguousarray(pixels)
+    source = np.ascontiguousarray(pixels if channels > 1 else pixels[:, :, 0])
+    return cv2.cvtColor(source, _TO_RGB[encoding])
+
+
+def compressed_msg_to_numpy(msg: Any) -> np.ndarray:
+    """RGB uint8 HxWx3 array from a ``sensor_msgs/CompressedImage`` (JPEG or PNG)."""
+    data = _data_bytes(msg.data, "CompressedImage.data")
+    fmt = getattr(msg, "format", "")
+    if data.size == 0:
+        raise ImageInputError("zero_size", f"CompressedImage.data is empty (format '{fmt}')")
+    head, tail = data[:8].tobytes(), data[-16:].tobytes()
+    # libjpeg decodes a cut-off JPEG with a grey bottom and only a warning: check the end marker.
+    if head.startswith(JPEG_START) and JPEG_END not in tail:
+        raise ImageInputError("truncated_jpeg",
+                              f"CompressedImage.data is a truncated JPEG ({data.size} bytes, no end marker)")
+    if head.startswith(PNG_START) and PNG_END not in tail:
+        raise ImageInputError("truncated_png",
+                              f"CompressedImage.data is a truncated PNG ({data.size} bytes, no IEND chunk)")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageInputError("undecodable", f"CompressedImage.data ({data.size} bytes, format '{fmt}') "
+                                             "cannot be decoded: corrupt, truncated or not JPEG/PNG")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def mask_image_fields(mask: np.ndarray) -> dict:
+    """Fields of a mono8 0/255 ``sensor_msgs/Image`` from an HxW bool mask (data as uint8 array)."""
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    return {"height": height, "width": width, "encoding": "mono8", "is_bigendian": 0, "step": width,
+            "data": (mask.astype(np.uint8) * 255).reshape(-1)}
+
+
+def rgb_image_fields(rgb: np.ndarray) -> dict:
+    """Fields of an rgb8 ``sensor_msgs/Image`` from an HxWx3 uint8 array (data as uint8 array)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InputError(f"rgb image must be HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    height, width = rgb.shape[:2]
+    return {"height": height, "width": width, "encoding": "rgb8", "is_bigendian": 0, "step": width * 3,
+            "data": np.ascontiguousarray(rgb).reshape(-1)}
+
+
+def image_fields_to_numpy(fields: Any) -> np.ndarray:
+    """HxW bool mask from a mono8 0/255 Image (any object with its fields), as sent by this package."""
+    if str(fields.encoding) != "mono8":
+        raise InputError(f"mask Image.encoding must be mono8, got '{fields.encoding}'")
+    height, width, step = int(fields.height), int(fields.width), int(fields.step)
+    data = _data_bytes(fields.data, "Image.data")
+    if data.size != step * height or step < width:
+        raise InputError(f"mask Image.data has {data.size} bytes, expected step*height = {step * height}")
+    return data.reshape(height, step)[:, :width] > 0 if height and width else np.zeros((height, width), bool)
+
+
+def make_image_msg(factories: MessageFactories, header: Any, fields: dict) -> Any:
+    """An Image message of the factories' flavour from ``*_image_fields`` output."""
+    values = dict(fields)
+    values["data"] = factories.byte_array(values["data"])
+    return factories.image(header=header, **values)
+
+
+def roi_fields(box: Sequence[float]) -> dict:
+    """Fields of a ``sensor_msgs/RegionOfInterest`` from an integer-valued (x0, y0, x1, y1) box."""
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return {"x_offset": max(x0, 0), "y_offset": max(y0, 0), "height": max(y1 - y0, 0),
+            "width": max(x1 - x0, 0), "do_rectify": False}
+
+
+def _binary(masks: np.ndarray, threshold: float) -> np.ndarray:
+    return masks if masks.dtype == bool else masks >= threshold
+
+
+def build_instance_array(prediction: Prediction, occlusion: Optional[OcclusionGraph], header: Any,
+                         factories: MessageFactories, mask_threshold: float = 0.5) -> Any:
+    """``AmodalInstanceArray`` for one image; masks cropped to the amodal mask's tight box, mono8 0/255."""
+    height, width = (int(v) for v in prediction.image_size)
+    n = len(prediction)
+    if n and prediction.amodal_masks.shape[1:] != (height, width):
+        raise InputError(f"Prediction.image_size {(height, width)} disagrees with mask shape "
+                         f"{prediction.amodal_masks.shape[1:]}")
+    if occlusion is None:
+        occlusion = compute_occlusion_graph(prediction, mask_threshold=mask_threshold)
+    if len(occlusion.occluder_ids) != n:
+        raise InputError(f"occlusion graph has {len(occlusion.occluder_ids)} instances, prediction has {n}")
+    amodal = _binary(prediction.amodal_masks, mask_threshold)
+    visible = _binary(prediction.visible_masks, mask_threshold)
+    invisible = _binary(prediction.invisible_masks, mask_threshold)
+    instances = []
+    for i in range(n):
+        box = mask_ops.mask_box(amodal[i])
+        x0, y0, x1, y1 = (int(v) for v in box)
+        crop = (slice(y0, y1), slice(x0, x1))
+        instances.append(factories.instance(
+            id=i,
+            class_id=int(prediction.category_ids[i]),
+            class_name=str(prediction.class_names[i]),
+            score=float(prediction.scores[i]),
+            amodal_roi=factories.roi(**roi_fields(box)),
+            visible_roi=factories.roi(**roi_fields(mask_ops.mask_box(visible[i]))),
+            amodal_mask=make_image_msg(factories, header, mask_image_fields(amodal[i][crop])),
+            visible_mask=make_image_msg(factories, header, mask_image_fields(visible[i][crop])),
+            invisible_mask=make_image_msg(factories, header, mask_image_fields(invisible[i][crop])),
+            amodal_area=int(occlusion.amodal_area[i]),
+            visible_area=int(occlusion.visible_area[i]),
+            occlusion_rate=float(occlusion.occlusion_rate[i]),
+            occluder_ids=factories.uint32_array(occlusion.occluder_ids[i]),
+            occluder_overlap=factories.float32_array(occlusion.occluder_overlap[i]),
+            truncated=bool(occlusion.truncated[i]),
+        ))
+    return factories.instance_array(header=header, image_width=width, image_height=height,
+                                    instances=instances,
+                                    pick_order=factories.uint32_array(occlusion.pick_order))
+
+
+def paste_mask(image_msg: Any, roi: Any, height: int, width: int) -> np.ndarray:
+    """Full-image HxW bool mask from a cropped mono8 mask and its RegionOfInterest."""
+    crop = image_fields_to_numpy(image_msg)
+    full = np.zeros((height, width), dtype=bool)
+    y0, x0 = int(roi.y_offset), int(roi.x_offset)
+    if crop.shape != (int(roi.height), int(roi.width)):
+        raise InputError(f"mask is {crop.shape} but its ROI is {(int(roi.height), int(roi.width))}")
+    full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
+    return full

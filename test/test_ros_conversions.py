@@ -1,0 +1,189 @@
+"""Image message <-> numpy for every encoding, and building AmodalInstanceArray messages."""
+
+import array
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from orcnn_core.errors import InputError
+from orcnn_core.occlusion import compute_occlusion_graph
+from orcnn_core.structures import Prediction
+from orcnn_ros import messages
+from orcnn_ros.conversions import (
+    ImageInputError,
+    MessageFactories,
+    build_instance_array,
+    compressed_msg_to_numpy,
+    image_msg_to_numpy,
+    mask_image_fields,
+    paste_mask,
+)
+
+RNG = np.random.default_rng(7)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+
+
+def raw_msg(pixels, encoding, pad=0, data_type="bytes"):
+    """An Image-like object: rows of ``pixels`` (H, W, C) followed by ``pad`` junk bytes."""
+    h, w = pixels.shape[:2]
+    rows = pixels.reshape(h, -1)
+    padded = np.concatenate([rows, np.full((h, pad), 77, np.uint8)], axis=1)
+    flat = padded.reshape(-1)
+    data = {"bytes": flat.tobytes(), "array": array.array("B", flat.tobytes()), "numpy": flat,
+            "list": flat.tolist()}[data_type]
+    return SimpleNamespace(height=h, width=w, encoding=encoding, is_bigendian=0, step=rows.shape[1] + pad,
+                           data=data)
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+@pytest.mark.parametrize("encoding, pixels", [
+    ("rgb8", RGB),
+    ("bgr8", RGB[:, :, ::-1]),
+    ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 9, np.uint8)])),
+    ("bgra8", np.dstack([RGB[:, :, ::-1], np.full(RGB.shape[:2], 9, np.uint8)])),
+])
+def test_colour_encodings_with_row_padding(encoding, pixels, pad):
+    out = image_msg_to_numpy(raw_msg(np.ascontiguousarray(pixels), encoding, pad))
+    assert out.dtype == np.uint8 and out.shape == RGB.shape
+    assert np.array_equal(out, RGB)
+
+
+@pytest.mark.parametrize("data_type", ["bytes", "array", "numpy", "list"])
+def test_mono8_and_every_data_container(data_type):
+    gray = RGB[:, :, 0]
+    out = image_msg_to_numpy(raw_msg(gray[:, :, None], "mono8", pad=1, data_type=data_type))
+    assert np.array_equal(out, np.repeat(gray[:, :, None], 3, axis=2))
+
+
+@pytest.mark.parametrize("msg, cause, words", [
+    (SimpleNamespace(height=4, width=4, encoding="16UC1", step=8, data=bytes(32)), "unsupported_encoding",
+     "16UC1"),
+    (SimpleNamespace(height=0, width=640, encoding="rgb8", step=1920, data=b""), "zero_size", "zero-size"),
+    (SimpleNamespace(height=2, width=4, encoding="rgb8", step=10, data=bytes(20)), "step_too_small", "step"),
+    (SimpleNamespace(height=480, width=640, encoding="rgb8", step=1920, data=bytes(30)), "size_mismatch",
+     "30 bytes"),
+])
+def test_raw_image_errors_name_the_field(msg, cause, words):
+    with pytest.raises(ImageInputError, match=words) as info:
+        image_msg_to_numpy(msg)
+    assert info.value.cause == cause
+    assert isinstance(info.value, InputError)
+
+
+def test_compressed_png_is_exact_and_jpeg_close():
+    bgr = np.ascontiguousarray(RGB[:, :, ::-1])
+    png = cv2.imencode(".png", bgr)[1].tobytes()
+    assert np.array_equal(compressed_msg_to_numpy(SimpleNamespace(format="png", data=png)), RGB)
+    smooth = np.dstack([np.tile(np.linspace(0, 255, 64, dtype=np.uint8), (48, 1))] * 3)
+    jpeg = cv2.imencode(".jpg", smooth, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    out = compressed_msg_to_numpy(SimpleNamespace(format="jpeg", data=array.array("B", jpeg)))
+    assert out.shape == smooth.shape
+    assert np.abs(out.astype(int) - smooth.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("make, cause", [
+    (lambda jpg, png: jpg[:len(jpg) // 2], "truncated_jpeg"),
+    (lambda jpg, png: jpg[:10], "truncated_jpeg"),
+    (lambda jpg, png: png[:len(png) - 20], "truncated_png"),
+    (lambda jpg, png: b"not an image at all", "undecodable"),
+    (lambda jpg, png: b"", "zero_size"),
+])
+def test_compressed_errors(make, cause):
+    img = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    jpg = cv2.imencode(".jpg", img)[1].tobytes()
+    png = cv2.imencode(".png", img)[1].tobytes()
+    with pytest.raises(ImageInputError, match="CompressedImage") as info:
+        compressed_msg_to_numpy(SimpleNamespace(format="jpeg", data=make(jpg, png)))
+    assert info.value.cause == cause
+
+
+H, W = 48, 64
+
+
+def make_prediction():
+    """Three objects: 1 in front of 0, 2 alone and touching the right border."""
+    amodal = np.zeros((3, H, W), bool)
+    amodal[0, 10:30, 5:30] = True
+    amodal[1, 20:40, 20:45] = True
+    amodal[2, 5:15, 50:64] = True
+    visible = amodal.copy()
+    visible[0] &= ~amodal[1]
+    boxes = np.array([[5, 10, 30, 30], [20, 20, 45, 40], [50, 5, 64, 15]], np.float32)
+    return Prediction(boxes, boxes.copy(), np.array([1, 2, 1]), np.array([11, 22, 11]), ["box", "can", "box"],
+                      np.array([0.9, 0.6, 0.75], np.float32), amodal, visible, amodal & ~visible, (H, W))
+
+
+def test_built_array_fields_match_prediction_and_masks_paste_back():
+    pred = make_prediction()
+    header = messages.make_header(5, 6, "cam")
+    msg = build_instance_array(pred, None, header, messages.rosbags_factories())
+    assert msg.header is header
+    assert (msg.image_width, msg.image_height) == (W, H)
+    assert len(msg.instances) == 3
+    for i, inst in enumerate(msg.instances):
+        assert inst.id == i
+        assert inst.class_id == pred.category_ids[i] and inst.class_name == pred.class_names[i]
+        assert inst.score == pytest.approx(pred.scores[i])
+        ys, xs = np.nonzero(pred.amodal_masks[i])
+        roi = inst.amodal_roi
+        assert (roi.x_offset, roi.y_offset, roi.width, roi.height) == (
+            xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        for name, full in (("amodal", pred.amodal_masks[i]), ("visible", pred.visible_masks[i]),
+                           ("invisible", pred.invisible_masks[i])):
+            image = getattr(inst, f"{name}_mask")
+            assert image.encoding == "mono8" and (image.height, image.width) == (roi.height, roi.width)
+            assert set(np.unique(image.data)) <= {0, 255}
+            assert np.array_equal(paste_mask(image, roi, H, W), full), name
+        assert inst.amodal_area == np.count_nonzero(pred.amodal_masks[i])
+        assert inst.visible_area == np.count_nonzero(pred.visible_masks[i])
+        hidden = np.count_nonzero(pred.amodal_masks[i] & ~pred.visible_masks[i])
+        assert inst.occlusion_rate == pytest.approx(hidden / inst.amodal_area)
+    assert list(msg.instances[0].occluder_ids) == [1]
+    assert msg.instances[0].occluder_overlap[0] == pytest.approx(1.0)
+    assert [bool(i.truncated) for i in msg.instances] == [False, False, True]
+    assert list(msg.pick_order) == [2, 1, 0]
+
+
+def test_visible_roi_is_the_visible_masks_box():
+    pred = make_prediction()
+    msg = build_instance_array(pred, None, messages.make_header(), messages.rosbags_factories())
+    ys, xs = np.nonzero(pred.visible_masks[0])
+    roi = msg.instances[0].visible_roi
+    assert (roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height) == (
+        xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_rclpy_style_factories_use_typed_arrays():
+    built = []
+
+    class Record(SimpleNamespace):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            built.append(self)
+
+    factories = MessageFactories.for_rclpy(Record, Record, Record, Record)
+    pred = make_prediction()
+    msg = build_instance_array(pred, compute_occlusion_graph(pred), SimpleNamespace(frame_id="x"), factories)
+    assert isinstance(msg.pick_order, array.array) and msg.pick_order.typecode == "I"
+    inst = msg.instances[0]
+    assert inst.occluder_ids.typecode == "I" and inst.occluder_overlap.typecode == "f"
+    assert inst.amodal_mask.data.typecode == "B"
+    crop = pred.amodal_masks[0][10:30, 5:30]
+    assert bytes(inst.amodal_mask.data) == (crop.astype(np.uint8) * 255).tobytes()
+
+
+def test_empty_prediction_builds_an_empty_array():
+    msg = build_instance_array(Prediction.empty(H, W), None, messages.make_header(),
+                               messages.rosbags_factories())
+    assert list(msg.instances) == [] and list(msg.pick_order) == []
+    assert (msg.image_width, msg.image_height) == (W, H)
+
+
+def test_mask_fields_are_mono8_0_255():
+    mask = np.zeros((3, 4), bool)
+    mask[1, 2] = True
+    fields = mask_image_fields(mask)
+    assert fields["encoding"] == "mono8" and fields["step"] == 4
+    assert fields["data"].tolist() == [0] * 6 + [255] + [0] * 5

@@ -1,0 +1,334 @@
+"""The node's logic without ROS: params, launch/config files, bad-frame policy, newest-frame slot."""
+
+import ast
+import logging
+import py_compile
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader
+
+from orcnn_core.errors import ConfigError
+from orcnn_core.structures import Prediction
+from orcnn_ros import messages
+from orcnn_ros.params import NodeParams, load_params_yaml, params_from_mapping
+from orcnn_ros.pipeline import AmodalPipeline, LatestFrameSlot, PipelineWorker, load_predictor
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+MALFORMED = FIXTURES / "rosbag2_malformed"
+
+
+# -- parameters, config and launch files ----------------------------------------------------------
+
+def test_shipped_config_loads_into_params():
+    params = load_params_yaml(REPO / "config" / "orcnn_node.yaml")
+    assert params.class_names == []  # [""] in YAML means "keep the weights' names"
+    assert (params.input, params.qos_reliability, params.qos_depth) == ("raw", "best_effort", 1)
+    assert params.topic == "image"
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("device", "gpu0", "device"),
+    ("device", "cuda:x", "device"),
+    ("score_threshold", 1.5, "score_threshold"),
+    ("max_instances", 0, "max_instances"),
+    ("input", "h264", "input"),
+    ("qos_reliability", "sometimes", "qos_reliability"),
+    ("qos_depth", 0, "qos_depth"),
+    ("occluder_min_overlap", -0.1, "occluder_min_overlap"),
+    ("diagnostics_period_s", 0.0, "diagnostics_period_s"),
+    ("image_max_side", 8, "image_max_side"),
+    ("publish_overlay", "yes", "publish_overlay"),
+    ("max_instances", 2.5, "max_instances"),
+    ("class_names", ["a", 3], "class_names"),
+    ("no_such_parameter", 1, "no_such_parameter"),
+])
+def test_invalid_parameters_name_the_parameter(key, value, words):
+    with pytest.raises(ConfigError, match=words):
+        params_from_mapping({key: value})
+
+
+def test_half_needs_cuda_and_model_source_is_checked_at_configure(tmp_path):
+    with pytest.raises(ConfigError, match="half"):
+        params_from_mapping({"half": True, "device": "cpu"})
+    with pytest.raises(ConfigError, match="weights"):
+        NodeParams().require_model()
+    with pytest.raises(ConfigError, match="not found"):
+        load_predictor(params_from_mapping({"weights": str(tmp_path / "missing.safetensors")}))
+
+
+def test_params_yaml_with_wildcard_section_and_missing_section(tmp_path):
+    good = tmp_path / "p.yaml"
+    good.write_text("/**:\n  ros__parameters:\n    input: compressed\n    class_names: [cup, box]\n")
+    params = load_params_yaml(good)
+    assert params.topic == "image/compressed" and params.class_names == ["cup", "box"]
+    bad = tmp_path / "q.yaml"
+    bad.write_text("other_node:\n  ros__parameters: {}\n")
+    with pytest.raises(ConfigError, match="orcnn_node"):
+        load_params_yaml(bad)
+
+
+def documented_names(heading: str) -> list:
+    """Backticked names in the first column of the table under ``heading`` in docs/ros.md."""
+    text = (REPO / "docs" / "ros.md").read_text()
+    section = text.split(heading, 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^\| `([a-z_]+)`", section, flags=re.M)
+
+
+def test_launch_file_declares_the_documented_arguments():
+    tree = ast.parse((REPO / "launch" / "orcnn.launch.py").read_text())
+    declared = [node.args[0].value for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"]
+    assert declared == ["image_topic", "weights", "config", "device", "namespace", "use_sim_time"]
+    assert declared == documented_names("### Launch arguments")
+    calls = {getattr(n.func, "id", "") for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    assert "LifecycleNode" in calls
+
+
+def test_every_parameter_is_documented():
+    fields = list(NodeParams.__dataclass_fields__)
+    assert documented_names("### Parameters") == fields
+
+
+# -- rclpy stays in node.py -----------------------------------------------------------------------
+
+def test_node_compiles_and_is_the_only_module_importing_rclpy():
+    py_compile.compile(str(REPO / "orcnn_ros" / "node.py"), doraise=True)
+    wrapper = (REPO / "scripts" / "orcnn_node").read_text()
+    compile(wrapper, "scripts/orcnn_node", "exec")
+    assert "from orcnn_ros.node import main" in wrapper
+    importers = []
+    for path in list((REPO / "orcnn_ros").rglob("*.py")) + list((REPO / "orcnn_core").rglob("*.py")) + \
+            list((REPO / "bench").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n == "rclpy" or n.startswith("rclpy.") for n in names):
+                importers.append(path.relative_to(REPO).as_posix())
+    assert sorted(set(importers)) == ["orcnn_ros/node.py"]
+
+
+def test_ros_free_modules_import_without_rclpy_or_ros_messages():
+    # A meta-path hook makes any attempt to import ROS packages fail loudly.
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs'):\n"
+        "            raise ImportError('ROS import attempted: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import orcnn_ros.pipeline, orcnn_ros.conversions, orcnn_ros.messages, orcnn_ros.params\n"
+        "import orcnn_ros.planner_example, orcnn_core.occlusion, orcnn_core.viz\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+# -- the pipeline ---------------------------------------------------------------------------------
+
+class FakePredictor:
+    """Two overlapping rectangles scaled to the image; counts calls and can be made to fail or wait."""
+
+    def __init__(self, fail_on=(), gate=None):
+        self.calls = 0
+        self.fail_on = set(fail_on)
+        self.gate = gate
+        self.seen = []
+
+    def __call__(self, image):
+        self.calls += 1
+        self.seen.append(int(image[0, 0, 0]))
+        if self.gate is not None:
+            assert self.gate.wait(10), "test gate never opened"
+        if self.calls in self.fail_on:
+            raise RuntimeError("model exploded")
+        h, w = image.shape[:2]
+        amodal = np.zeros((2, h, w), bool)
+        amodal[0, h // 4: 3 * h // 4, w // 8: w // 2] = True
+        amodal[1, h // 3: 7 * h // 8, w // 3: 3 * w // 4] = True
+        visible = amodal.copy()
+        visible[0] &= ~amodal[1]
+        boxes = np.zeros((2, 4), np.float32)
+        return Prediction(boxes, boxes.copy(), np.array([1, 2]), np.array([1, 2]), ["a", "b"],
+                          np.array([0.9, 0.8], np.float32), amodal, visible, amodal & ~visible, (h, w))
+
+
+def good_frame(value=50, h=48, w=64):
+    return messages.make_image(messages.make_header(1, 2, "cam"), np.full((h, w, 3), value, np.uint8))
+
+
+def bad_encoding_frame():
+    frame = good_frame()
+    frame.encoding = "yuv422"
+    return frame
+
+
+def size_mismatch_frame():
+    frame = good_frame()
+    frame.data = frame.data[:30]
+    return frame
+
+
+def make_pipeline(predictor=None, **kwargs):
+    return AmodalPipeline(predictor or FakePredictor(), messages.rosbags_factories(), **kwargs)
+
+
+def test_good_frame_gives_instances_with_the_input_header_and_overlay_on_request():
+    pipeline = make_pipeline(occluder_min_pixels=1)
+    frame = good_frame()
+    result = pipeline.process(frame)
+    assert result.overlay is None
+    assert result.instances.header is frame.header
+    assert [list(i.occluder_ids) for i in result.instances.instances] == [[1], []]
+    with_overlay = pipeline.process(frame, want_overlay=True)
+    ov = with_overlay.overlay
+    assert (ov.encoding, ov.height, ov.width, ov.header) == ("rgb8", 48, 64, frame.header)
+    assert pipeline.processed == 2 and pipeline.skipped == 0
+
+
+def test_bad_frames_are_skipped_counted_and_logged_once_per_cause(caplog):
+    predictor = FakePredictor()
+    pipeline = make_pipeline(predictor, image_max_side=100)
+    jpeg = cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes()
+    frames = [bad_encoding_frame(), good_frame(), bad_encoding_frame(), size_mismatch_frame(),
+              messages.make_compressed_image(messages.make_header(), jpeg[:10]), good_frame(),
+              size_mismatch_frame(), good_frame(h=50, w=200), bad_encoding_frame(), good_frame()]
+    with caplog.at_level(logging.WARNING, logger="orcnn_ros.pipeline"):
+        results = [pipeline.process(f) for f in frames]
+    assert [k for k, r in enumerate(results) if r is not None] == [1, 5, 9]
+    assert pipeline.processed == 3 and predictor.calls == 3
+    assert dict(pipeline.skipped_by_cause) == {"unsupported_encoding": 3, "size_mismatch": 2,
+                                               "truncated_jpeg": 1, "too_large": 1}
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 4, logged
+    for cause in pipeline.skipped_by_cause:
+        assert sum(cause in m for m in logged) == 1
+    assert any("yuv422" in m for m in logged) and any("exceeds image_max_side" in m for m in logged)
+
+
+def test_a_failing_model_skips_the_frame_and_processing_goes_on(caplog):
+    pipeline = make_pipeline(FakePredictor(fail_on={2, 3}))
+    with caplog.at_level(logging.ERROR, logger="orcnn_ros.pipeline"):
+        results = [pipeline.process(good_frame()) for _ in range(4)]
+    assert [r is not None for r in results] == [True, False, False, True]
+    assert pipeline.skipped_by_cause["error:RuntimeError"] == 2
+    assert len(caplog.records) == 1 and "model exploded" in caplog.records[0].getMessage()
+
+
+def test_diagnostics_warn_after_skips_then_recover():
+    pipeline = make_pipeline()
+    pipeline.process(good_frame())
+    pipeline.process(bad_encoding_frame())
+    level, message, values = pipeline.diagnostics()
+    assert level == 1 and "1 bad frame" in message
+    assert values["frames_processed"] == "1" and values["skipped[unsupported_encoding]"] == "1"
+    assert float(values["latency_mean_ms"]) > 0 and float(values["latency_p95_ms"]) > 0
+    pipeline.process(good_frame())
+    level, message, values = pipeline.diagnostics()
+    assert (level, message, values["frames_processed"]) == (0, "ok", "2")
+
+
+def test_class_names_parameter_renames_by_label():
+    pipeline = make_pipeline(class_names=["mug"])
+    names = [i.class_name for i in pipeline.process(good_frame()).instances.instances]
+    assert names == ["mug", "b"]  # label 2 has no override: keeps the model's name
+
+
+@pytest.mark.parametrize("bag", ["test_bag_sqlite3", "test_bag_mcap"])
+def test_malformed_fixture_bags_are_skipped_per_message_and_processing_goes_on(bag, caplog):
+    store = messages.typestore()
+    frames = []
+    with Reader(MALFORMED / bag) as reader:
+        wanted = [c for c in reader.connections if c.msgtype in (messages.IMAGE_TYPE,
+                                                                 messages.COMPRESSED_IMAGE_TYPE)]
+        for conn, _, raw in reader.messages(connections=wanted):
+            frames.append(store.deserialize_cdr(raw, conn.msgtype))
+    assert len(frames) >= 4
+    pipeline = make_pipeline()
+    with caplog.at_level(logging.WARNING, logger="orcnn_ros.pipeline"):
+        for frame in frames:
+            assert pipeline.process(frame) is None
+            assert pipeline.process(good_frame()) is not None  # the next good frame still works
+    n_raw = sum(hasattr(f, "encoding") for f in frames)
+    assert dict(pipeline.skipped_by_cause) == {"size_mismatch": n_raw, "truncated_jpeg": len(frames) - n_raw}
+    assert pipeline.processed == len(frames)
+    assert len(caplog.records) == 2
+
+
+# -- newest-frame-only hand-over ------------------------------------------------------------------
+
+def test_latest_frame_slot_keeps_only_the_newest():
+    slot = LatestFrameSlot()
+    assert [slot.put(k) for k in (1, 2, 3)] == [False, True, True]
+    assert slot.dropped == 2
+    assert slot.take(timeout=1) == 3
+    assert slot.take(timeout=0.01) is None
+
+
+def test_latest_frame_slot_hands_over_between_threads_and_close_wakes_a_waiter():
+    slot = LatestFrameSlot()
+    got = []
+    taker = threading.Thread(target=lambda: got.append(slot.take(timeout=10)))
+    taker.start()
+    slot.put("frame")
+    taker.join(10)
+    assert got == ["frame"]
+    waiter = threading.Thread(target=lambda: got.append(slot.take(timeout=10)))
+    waiter.start()
+    slot.close()
+    waiter.join(10)
+    assert not waiter.is_alive() and got == ["frame", None]
+
+
+def test_worker_drops_stale_frames_while_busy_and_processes_the_newest():
+    gate = threading.Event()
+    predictor = FakePredictor(gate=gate)
+    pipeline = make_pipeline(predictor)
+    published = []
+    done = threading.Event()
+
+    def publish(result):
+        published.append(result)
+        if len(published) == 2:
+            done.set()
+
+    worker = PipelineWorker(pipeline, publish, poll_s=0.05)
+    worker.start()
+    try:
+        worker.submit(good_frame(10))
+        for _ in range(200):  # bounded wait until the worker has taken frame 10 and blocks in the model
+            if predictor.calls:
+                break
+            threading.Event().wait(0.01)
+        assert predictor.calls == 1
+        for value in (20, 30, 40):  # arrive while the model is busy: only 40 survives
+            worker.submit(good_frame(value))
+        gate.set()
+        assert done.wait(10)
+    finally:
+        assert worker.stop(timeout=10)
+    assert predictor.seen == [10, 40]
+    assert pipeline.dropped == 2 and pipeline.processed == 2
+
+
+def test_end_to_end_with_a_small_random_model():
+    config = str(REPO / "config" / "models" / "small_cpu.yaml")
+    predictor = load_predictor(params_from_mapping({"model_config": config, "device": "cpu",
+                                                    "score_threshold": 0.0, "max_instances": 5}))
+    pipeline = make_pipeline(predictor)
+    result = pipeline.process(good_frame(value=90, h=96, w=128), want_overlay=True)
+    assert result is not None, dict(pipeline.skipped_by_cause)
+    msg = result.instances
+    assert (msg.image_width, msg.image_height) == (128, 96)
+    assert len(msg.instances) == len(result.prediction) <= 5
+    assert sorted(int(k) for k in msg.pick_order) == list(range(len(msg.instances)))
+    back = messages.deserialize(messages.serialize(msg, messages.INSTANCE_ARRAY_TYPE),
+                                messages.INSTANCE_ARRAY_TYPE)
+    assert len(back.instances) == len(msg.instances)

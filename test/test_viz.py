@@ -1,0 +1,91 @@
+"""Overlays: visible solid, invisible lighter, untouched background, clear errors."""
+
+import numpy as np
+import pytest
+
+from orcnn_core.errors import InputError
+from orcnn_core.occlusion import compute_occlusion_graph
+from orcnn_core.structures import Prediction
+from orcnn_core.viz import class_color, draw_overlay
+
+H, W = 240, 320
+
+
+def scene():
+    back = np.zeros((H, W), bool)
+    back[120:220, 40:200] = True
+    front = np.zeros((H, W), bool)
+    front[100:230, 150:280] = True
+    amodal = np.stack([back, front])
+    visible = amodal.copy()
+    visible[0] &= ~front
+    boxes = np.array([[40, 120, 200, 220], [150, 100, 280, 230]], np.float32)
+    return Prediction(boxes, boxes.copy(), np.array([1, 2]), np.array([1, 2]), ["box", "can"],
+                      np.array([0.9, 0.8], np.float32), amodal, visible, amodal & ~visible, (H, W))
+
+
+def interior(mask, margin=6):
+    """Pixels at least ``margin`` away from the mask border (no contours drawn there)."""
+    out = mask.copy()
+    for axis in (0, 1):
+        for shift in (margin, -margin):
+            out &= np.roll(mask, shift, axis=axis)
+    return out
+
+
+def test_overlay_shape_colours_and_untouched_background():
+    image = np.full((H, W, 3), 100, np.uint8)
+    pred = scene()
+    out = draw_overlay(image, pred, compute_occlusion_graph(pred), arrows=False)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert (image == 100).all(), "input image must not be modified"
+    change = np.abs(out.astype(int) - image.astype(int)).sum(axis=2)
+    visible_in = interior(pred.visible_masks[0])
+    invisible_in = interior(pred.invisible_masks[0])
+    # Background far from all objects and labels is untouched; both parts of the object are painted.
+    assert (change[5:60, 290:315] == 0).all()
+    assert (change[visible_in] > 0).all() and (change[invisible_in] > 0).all()
+    # The visible region takes the class colour.
+    colour = np.asarray(class_color(1), float)
+    dist_visible = np.median(np.linalg.norm(out[visible_in].astype(float) - colour, axis=1))
+    assert dist_visible < 0.6 * np.linalg.norm(np.full(3, 100.0) - colour)
+    # The hidden part is drawn over its occluder: lighter than the occluder's own solid paint,
+    # with hatch lines in the hidden object's class colour.
+    front_only = interior(pred.visible_masks[1] & ~pred.amodal_masks[0])
+    front_dist = np.linalg.norm(out[front_only].astype(float) - colour, axis=1)
+    hidden_dist = np.linalg.norm(out[invisible_in].astype(float) - colour, axis=1)
+    assert hidden_dist.min() < front_dist.min()
+    assert np.median(out[invisible_in].sum(axis=1)) > np.median(out[front_only].sum(axis=1))
+
+
+def test_invisible_region_is_hatched():
+    image = np.full((H, W, 3), 100, np.uint8)
+    pred = scene()
+    out = draw_overlay(image, pred, arrows=False)
+    inv = interior(pred.invisible_masks[0])
+    values = out[inv].astype(int).sum(axis=1)
+    assert len(np.unique(values)) >= 2, "hatching gives two tones inside the hidden part"
+
+
+def test_arrows_draw_from_occluder_to_occluded():
+    image = np.full((H, W, 3), 100, np.uint8)
+    pred = scene()
+    with_arrows = draw_overlay(image, pred, arrows=True)
+    without = draw_overlay(image, pred, arrows=False)
+    assert (with_arrows != without).any()
+
+
+def test_empty_prediction_leaves_image_unchanged():
+    image = np.random.default_rng(0).integers(0, 255, (H, W, 3), np.uint8)
+    out = draw_overlay(image, Prediction.empty(H, W))
+    assert np.array_equal(out, image)
+
+
+def test_bad_inputs_raise_input_error():
+    pred = scene()
+    with pytest.raises(InputError, match="HxWx3 uint8"):
+        draw_overlay(np.zeros((H, W), np.uint8), pred)
+    with pytest.raises(InputError, match="HxWx3 uint8"):
+        draw_overlay(np.zeros((H, W, 3), np.float32), pred)
+    with pytest.raises(InputError, match="image is"):
+        draw_overlay(np.zeros((H + 1, W, 3), np.uint8), pred)
