@@ -1,0 +1,419 @@
+"""Reading and writing rosbag2 files (.db3, .mcap, bag folders, legacy 2019 .db3) without ROS 2.
+
+Everything goes through the ``rosbags`` library. Legacy bags written by early ROS 2 tooling have
+no ``metadata.yaml`` and name types without ``/msg/`` (``sensor_msgs/Image``); ``BagReader``
+normalises those names and, where ``rosbags`` cannot open such a file, reads its ``topics`` and
+``messages`` tables with ``sqlite3`` directly. ``BagWriter`` always finalises the bag it writes,
+also when the run is interrupted, so a partial output is a valid bag up to the last message.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence, Union
+
+from orcnn_core.errors import InputError
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+STORAGES = ("sqlite3", "mcap")
+# Files a bag folder may hold; --overwrite deletes a folder only when it holds nothing else.
+_BAG_FOLDER_SUFFIXES = (".db3", ".mcap", ".yaml", ".json", ".db3-shm", ".db3-wal", ".db3-journal", ".tmp")
+
+PathLike = Union[str, Path]
+
+
+def normalize_msgtype(name: str) -> str:
+    """ROS 2 type name with its ``/msg/`` part: ``sensor_msgs/Image`` -> ``sensor_msgs/msg/Image``."""
+    parts = name.split("/")
+    if len(parts) == 2 and all(parts):
+        return f"{parts[0]}/msg/{parts[1]}"
+    return name
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """One topic of a bag: name, normalised type, message count and (when stored) its definition."""
+
+    name: str
+    msgtype: str
+    count: int
+    msgdef: str = ""   # ROS 2 .msg text of the type as stored in the bag ("" when the bag has none)
+    digest: str = ""   # RIHS01 hash stored with it ("" when none)
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One serialized message: topic, type, receive timestamp (ns), CDR bytes and its index in the topic."""
+
+    topic: str
+    msgtype: str
+    timestamp: int
+    data: Union[bytes, memoryview]
+    index: int
+
+
+class _RosbagsSource:
+    """Messages through ``rosbags.rosbag2.Reader`` (bag folders, bare .db3 and .mcap files)."""
+
+    def __init__(self, path: Path) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self._reader = Reader(path)
+        self._reader.open()
+
+    def topics(self) -> dict[str, TopicInfo]:
+        counts: dict[str, int] = {}
+        first: dict[str, Any] = {}
+        for conn in self._reader.connections:
+            counts[conn.topic] = counts.get(conn.topic, 0) + int(conn.msgcount)
+            first.setdefault(conn.topic, conn)
+        return {topic: TopicInfo(topic, normalize_msgtype(conn.msgtype), counts[topic],
+                                 conn.msgdef.data or "", conn.digest or "")
+                for topic, conn in first.items()}
+
+    def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, Union[bytes, memoryview]]]:
+        conns = [c for c in self._reader.connections if c.topic in set(topics)]
+        if not conns:
+            return
+        for conn, timestamp, data in self._reader.messages(connections=conns):
+            yield conn.topic, normalize_msgtype(conn.msgtype), int(timestamp), data
+
+    def time_range(self) -> tuple[int, int]:
+        if not self._reader.message_count:
+            return (0, 0)
+        return (int(self._reader.start_time), int(self._reader.end_time) - 1)  # end_time is last + 1
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class _LegacySqliteSource:
+    """Messages of a bare rosbag2 sqlite3 file read with ``sqlite3`` (no metadata, no schema table)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = self._conn.execute("SELECT id, name, type FROM topics").fetchall()
+            counts = dict(self._conn.execute(
+                "SELECT topic_id, COUNT(*) FROM messages GROUP BY topic_id").fetchall())
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise InputError(f"bag {path}: not a rosbag2 sqlite3 file ({exc})") from exc
+        self._ids = {name: int(tid) for tid, name, _ in rows}
+        self._topics = {name: TopicInfo(name, normalize_msgtype(typ), int(counts.get(tid, 0)))
+                        for tid, name, typ in rows}
+
+    def topics(self) -> dict[str, TopicInfo]:
+        return dict(self._topics)
+
+    def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, Union[bytes, memoryview]]]:
+        ids = {self._ids[t]: t for t in topics if t in self._ids}
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        cursor = self._conn.execute(
+            f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) "
+            "ORDER BY timestamp, id", tuple(ids))
+        for tid, timestamp, data in cursor:
+            topic = ids[tid]
+            yield topic, self._topics[topic].msgtype, int(timestamp), data
+
+    def time_range(self) -> tuple[int, int]:
+        first, last = self._conn.execute("SELECT MIN(timestamp), MAX(timestamp) FROM messages").fetchone()
+        return (int(first or 0), int(last or 0))
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class BagReader:
+    """Read a rosbag2: a bag folder (metadata.yaml), a bare .db3 or .mcap file, or a legacy .db3.
+
+    ``backend`` is ``"auto"`` (rosbags, falling back to plain sqlite3 for a .db3 it cannot open),
+    ``"rosbags"`` or ``"sqlite"``. Use as a context manager.
+    """
+
+    def __init__(self, path: PathLike, backend: str = "auto") -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"bag not found: {self.path}")
+        if backend not in ("auto", "rosbags", "sqlite"):
+            raise InputError(f"unknown bag backend {backend!r} (auto, rosbags, sqlite)")
+        self._source = self._open(backend)
+        self._topics = self._source.topics()
+
+    def _open(self, backend: str) -> Union[_RosbagsSource, _LegacySqliteSource]:
+        if backend == "sqlite":
+            return _LegacySqliteSource(self._sqlite_file())
+        try:
+            return _RosbagsSource(self.path)
+        except Exception as exc:  # rosbags raises ReaderError, KeyError, YAML errors ... on odd files
+            if backend == "auto" and self._sqlite_file(required=False) is not None:
+                return _LegacySqliteSource(self._sqlite_file())
+            raise InputError(f"cannot open bag {self.path}: {exc}") from exc
+
+    def _sqlite_file(self, required: bool = True) -> Optional[Path]:
+        if self.path.is_file() and self.path.suffix == ".db3":
+            return self.path
+        found = sorted(self.path.glob("*.db3")) if self.path.is_dir() else []
+        if len(found) == 1:
+            return found[0]
+        if required:
+            raise InputError(f"bag {self.path}: expected one .db3 file, found {len(found)}")
+        return None
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying storage."""
+        self._source.close()
+
+    @property
+    def topics(self) -> dict[str, TopicInfo]:
+        """All topics of the bag by name."""
+        return dict(self._topics)
+
+    def image_topics(self) -> list[str]:
+        """Names of the topics holding ``sensor_msgs`` Image or CompressedImage, sorted."""
+        return sorted(t for t, info in self._topics.items() if info.msgtype in IMAGE_TYPES)
+
+    def image_topic(self, topic: str) -> TopicInfo:
+        """The image topic ``topic``; missing or non-image: InputError listing the image topics."""
+        listing = ", ".join(self.image_topics()) or "none"
+        info = self._topics.get(topic)
+        if info is None:
+            raise InputError(f"bag {self.path} has no topic '{topic}' (image topics: {listing})")
+        if info.msgtype not in IMAGE_TYPES:
+            raise InputError(f"bag {self.path}: topic '{topic}' has unsupported type {info.msgtype}; "
+                             f"expected {' or '.join(IMAGE_TYPES)} (image topics: {listing})")
+        return info
+
+    def time_range(self) -> tuple[int, int]:
+        """First and last receive timestamp (ns) of the whole bag; (0, 0) when empty."""
+        return self._source.time_range()
+
+    def messages(self, topics: Sequence[str]) -> Iterator[BagMessage]:
+        """Messages of ``topics`` in receive-time order; ``index`` counts per topic from 0."""
+        unknown = [t for t in topics if t not in self._topics]
+        if unknown:
+            raise InputError(f"bag {self.path} has no topic '{unknown[0]}' "
+                             f"(topics: {', '.join(sorted(self._topics)) or 'none'})")
+        counters = dict.fromkeys(topics, 0)
+        for topic, msgtype, timestamp, data in self._source.messages(topics):
+            yield BagMessage(topic, msgtype, timestamp, data, counters[topic])
+            counters[topic] += 1
+
+
+def bag_time_range(path: PathLike) -> tuple[int, int]:
+    """First and last receive timestamp (ns) of a bag (see ``BagReader.time_range``)."""
+    with BagReader(path) as reader:
+        return reader.time_range()
+
+
+def prepare_output(path: PathLike, overwrite: bool, inputs: Sequence[PathLike] = ()) -> Path:
+    """Check that a new bag may be written at ``path``: refuse an existing one unless ``overwrite``.
+
+    With ``overwrite`` an existing bag folder (only bag files in it) or file is deleted; a folder
+    holding anything else, or one of ``inputs``, is never deleted.
+    """
+    path = Path(path)
+    for src in inputs:
+        if Path(src).resolve() == path.resolve() or Path(src).resolve().parent == path.resolve():
+            raise InputError(f"output bag {path} is the input bag; choose another --out")
+    if not path.exists():
+        return path
+    if not overwrite:
+        raise InputError(f"output {path} exists already; pass --overwrite to replace it")
+    if path.is_dir():
+        others = [p.name for p in path.iterdir() if p.is_dir() or not p.name.endswith(_BAG_FOLDER_SUFFIXES)]
+        if others:
+            raise InputError(f"output {path} is a folder holding non-bag files ({others[0]}, ...); "
+                             "not deleting it, choose another --out")
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+    return path
+
+
+class BagWriter:
+    """Write a new rosbag2 folder (sqlite3 or mcap) through ``rosbags``; use as a context manager.
+
+    The bag is finalised (metadata.yaml, mcap index) on every exit, including exceptions and
+    KeyboardInterrupt, so an interrupted run leaves a readable bag up to the last message written.
+    """
+
+    def __init__(self, path: PathLike, storage: str = "sqlite3") -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
+
+        if storage not in STORAGES:
+            raise InputError(f"unknown storage {storage!r} (choose {', '.join(STORAGES)})")
+        self.path = Path(path)
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        try:
+            self._writer = Writer(self.path, version=Writer.VERSION_LATEST, storage_plugin=plugin)
+        except WriterError as exc:
+            raise InputError(f"cannot write bag {self.path}: {exc}") from exc
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+        self._open = False
+
+    def __enter__(self) -> BagWriter:
+        self._writer.open()
+        self._open = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finalise the bag (idempotent)."""
+        if self._open:
+            self._open = False
+            self._writer.close()
+
+    def add_topic(self, topic: str, msgtype: str, typestore: Any = None, msgdef: str = "",
+                  digest: str = "") -> None:
+        """Declare ``topic`` of ``msgtype``, defined by ``msgdef``+``digest`` or else ``typestore``."""
+        if topic in self._connections:
+            raise InputError(f"output bag {self.path}: topic '{topic}' declared twice")
+        if msgdef and digest:
+            conn = self._writer.add_connection(topic, msgtype, msgdef=msgdef, rihs01=digest)
+        elif typestore is not None and msgtype in typestore.fielddefs:
+            conn = self._writer.add_connection(topic, msgtype, typestore=typestore)
+        else:
+            raise InputError(f"topic '{topic}': the bag stores no definition of {msgtype} and the "
+                             "typestore does not know it; cannot copy it")
+        self._connections[topic] = conn
+        self.counts[topic] = 0
+
+    def write(self, topic: str, timestamp: int, data: Union[bytes, memoryview]) -> None:
+        """Write one serialized message on a declared topic with receive time ``timestamp`` (ns)."""
+        self._writer.write(self._connections[topic], int(timestamp), data)
+        self.counts[topic] += 1
+
+
+def copy_topic_info(writer: BagWriter, info: TopicInfo, typestore: Any) -> None:
+    """Declare ``info``'s topic on ``writer`` with the stored definition, else the typestore's."""
+    if info.msgdef and info.digest:
+        writer.add_topic(info.name, info.msgtype, msgdef=info.msgdef, digest=info.digest)
+    else:
+        writer.add_topic(info.name, info.msgtype, typestore=typestore)
+
+
+# --- bags from image folders, and the map that ties their stamps back to the files ---
+
+IMAGE_MAP_NAME = "image_map.json"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+_ENCODED_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    """One frame of a bag made by ``images_to_bag``: index in the topic, stamp (ns), source file."""
+
+    index: int
+    stamp_ns: int
+    file_name: str  # relative to the image folder, POSIX separators
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files directly in ``folder`` (by suffix), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def image_map_path(bag: PathLike) -> Path:
+    """Where the image map of ``bag`` lives: inside a bag folder, next to a bare bag file."""
+    bag = Path(bag)
+    return bag / IMAGE_MAP_NAME if bag.is_dir() or not bag.suffix else bag.parent / IMAGE_MAP_NAME
+
+
+def write_image_map(path: PathLike, entries: Sequence[MapEntry]) -> None:
+    """Write the image map: a JSON list of ``{index, stamp_ns, file_name}``."""
+    import json
+
+    rows = [{"index": e.index, "stamp_ns": e.stamp_ns, "file_name": e.file_name} for e in entries]
+    Path(path).write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def read_image_map(path: PathLike) -> list[MapEntry]:
+    """Read an image map written by ``write_image_map``; a malformed one is an InputError naming it."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image map not found: {path} (written by 'orcnn bag-from-images'; "
+                         "pass --image-map)")
+    try:
+        rows = json.loads(path.read_text())
+        return [MapEntry(int(r["index"]), int(r["stamp_ns"]), str(r["file_name"])) for r in rows]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"image map {path} is malformed (expected a list of "
+                         f"{{index, stamp_ns, file_name}}): {exc!r}") from exc
+
+
+def _frame_message(path: Path, header: Any, compressed: bool) -> tuple[str, Any]:
+    """(type, rosbags message) for one image file: raw bgr8 Image, or its encoded bytes as CompressedImage."""
+    import cv2
+    import numpy as np
+
+    from orcnn_ros import messages
+
+    suffix = path.suffix.lower()
+    if compressed and suffix in _ENCODED_FORMATS:
+        data = path.read_bytes()  # the file's own bytes: lossless, decodes to the file's pixels
+        if cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is None:
+            raise InputError(f"cannot decode image file {path} (corrupt or unsupported)")
+        return COMPRESSED_TYPE, messages.make_compressed_image(header, data, _ENCODED_FORMATS[suffix])
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"cannot decode image file {path} (corrupt or unsupported)")
+    if compressed:  # other formats become PNG, still lossless
+        return COMPRESSED_TYPE, messages.make_compressed_image(header, cv2.imencode(".png", bgr)[1], "png")
+    return IMAGE_TYPE, messages.make_image(header, bgr, encoding="bgr8")
+
+
+def images_to_bag(folder: PathLike, out: PathLike, topic: str = "/image", rate_hz: float = 10.0,
+                  compressed: bool = False, storage: str = "sqlite3", frame_id: str = "camera",
+                  start_ns: int = 0, overwrite: bool = False) -> list[MapEntry]:
+    """Write the images of ``folder`` (sorted) as one image topic of a new bag, plus its image map.
+
+    Frame ``k`` gets header stamp and receive time ``start_ns + round(k * 1e9 / rate_hz)``. A file
+    that cannot be decoded is an InputError naming it, and no bag is left behind.
+    """
+    from orcnn_ros import messages
+
+    if not rate_hz > 0:
+        raise InputError(f"--rate must be positive, got {rate_hz}")
+    files = list_images(folder)
+    out = prepare_output(out, overwrite)
+    msgtype = COMPRESSED_TYPE if compressed else IMAGE_TYPE
+    entries = []
+    try:
+        with BagWriter(out, storage) as writer:
+            writer.add_topic(topic, msgtype, typestore=messages.typestore())
+            for index, path in enumerate(files):
+                stamp = int(start_ns) + round(index * 1e9 / rate_hz)
+                header = messages.make_header(stamp // 10**9, stamp % 10**9, frame_id)
+                _, msg = _frame_message(path, header, compressed)
+                writer.write(topic, stamp, messages.serialize(msg, msgtype))
+                entries.append(MapEntry(index, stamp, path.relative_to(folder).as_posix()))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # we created it; a half bag of a dataset is no use
+        raise
+    write_image_map(image_map_path(out), entries)
+    return entries
