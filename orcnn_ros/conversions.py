@@ -1,4 +1,4 @@
-"""Plain functions between ROS message fields and numpy, and the building of our result message.
+"""Plain functions between ROS message fields and numpy, and our result message built and read back.
 
 They take any object with the ROS field names: rclpy-generated messages, rosbags dataclasses or a
 ``SimpleNamespace``. Message classes are passed in (``MessageFactories``) so the node builds
@@ -213,5 +213,40 @@ def paste_mask(image_msg: Any, roi: Any, height: int, width: int) -> np.ndarray:
     y0, x0 = int(roi.y_offset), int(roi.x_offset)
     if crop.shape != (int(roi.height), int(roi.width)):
         raise InputError(f"mask is {crop.shape} but its ROI is {(int(roi.height), int(roi.width))}")
+    if crop.size and (y0 + crop.shape[0] > height or x0 + crop.shape[1] > width):
+        raise InputError(f"mask ROI (x {x0}, y {y0}, {crop.shape[1]}x{crop.shape[0]}) reaches outside "
+                         f"the {width}x{height} image")
     full[y0:y0 + crop.shape[0], x0:x0 + crop.shape[1]] = crop
     return full
+
+
+def roi_box(roi: Any) -> tuple[float, float, float, float]:
+    """``(x0, y0, x1, y1)`` box (far edge exclusive) of a ``sensor_msgs/RegionOfInterest``."""
+    x0, y0 = float(roi.x_offset), float(roi.y_offset)
+    return (x0, y0, x0 + float(roi.width), y0 + float(roi.height))
+
+
+def instance_array_to_prediction(msg: Any) -> Prediction:
+    """A Prediction with image-sized bool masks from an AmodalInstanceArray (undoes build_instance_array).
+
+    Masks are pasted back from their amodal-ROI crops, so visible pixels outside the amodal mask's
+    box (which the message does not carry) are lost. Boxes are the message's ROIs (tight mask
+    boxes); ``labels`` are the class ids, as the message carries no separate model label.
+    """
+    height, width = int(msg.image_height), int(msg.image_width)
+    instances = list(msg.instances)
+    n = len(instances)
+    masks = {kind: np.zeros((n, height, width), dtype=bool) for kind in ("amodal", "visible", "invisible")}
+    for i, inst in enumerate(instances):
+        for kind, stack in masks.items():
+            stack[i] = paste_mask(getattr(inst, f"{kind}_mask"), inst.amodal_roi, height, width)
+    class_ids = np.asarray([int(inst.class_id) for inst in instances], dtype=np.int64)
+    return Prediction(
+        amodal_boxes=np.asarray([roi_box(inst.amodal_roi) for inst in instances], np.float32).reshape(-1, 4),
+        visible_boxes=np.asarray([roi_box(inst.visible_roi) for inst in instances],
+                                 np.float32).reshape(-1, 4),
+        labels=class_ids, category_ids=class_ids.copy(),
+        class_names=[str(inst.class_name) for inst in instances],
+        scores=np.asarray([float(inst.score) for inst in instances], dtype=np.float32),
+        amodal_masks=masks["amodal"], visible_masks=masks["visible"], invisible_masks=masks["invisible"],
+        image_size=(height, width))

@@ -1,5 +1,7 @@
 """The node's per-frame work without ROS: decode, predict, occlusion graph, result messages.
 
+The steps are usable one frame at a time (``process`` = ``decode`` + model + ``finish``) and in
+batches (the offline replay calls ``decode``, its own ``predict_batch``, then ``finish`` per frame).
 ``AmodalPipeline.process`` never raises for a bad frame: it logs the first frame of each cause,
 counts every one and returns None. ``LatestFrameSlot`` + ``PipelineWorker`` give newest-frame-only
 processing on a worker thread: a frame arriving before the previous one was taken replaces it.
@@ -108,22 +110,31 @@ class AmodalPipeline:
             raise ImageInputError("too_large", f"image {width}x{height} exceeds image_max_side "
                                                f"{self.image_max_side}")
 
+    def finish(self, image: np.ndarray, prediction: Prediction, header: Any,
+               want_overlay: bool = False) -> FrameResult:
+        """The steps after the model for one frame: class names, occlusion graph, messages, overlay.
+
+        Shared by ``process`` (one frame) and the batched replay (after ``predict_batch``). It raises
+        on failure and counts nothing: counting and logging are the caller's.
+        """
+        prediction = self._rename(prediction)
+        occlusion = compute_occlusion_graph(prediction, min_overlap=self.occluder_min_overlap,
+                                            min_pixels=self.occluder_min_pixels,
+                                            mask_threshold=self.mask_threshold)
+        instances = build_instance_array(prediction, occlusion, header, self.factories,
+                                         mask_threshold=self.mask_threshold)
+        overlay = None
+        if want_overlay:
+            drawn = draw_overlay(image, prediction, occlusion, mask_threshold=self.mask_threshold)
+            overlay = make_image_msg(self.factories, header, rgb_image_fields(drawn))
+        return FrameResult(instances, prediction, occlusion, overlay)
+
     def process(self, msg: Any, want_overlay: bool = False) -> Optional[FrameResult]:
-        """Run one frame; a bad frame is logged once per cause, counted, and gives None."""
+        """Decode, predict and finish one frame; a bad frame is logged once per cause, counted: None."""
         start = time.perf_counter()
         try:
             image = self.decode(msg)
-            prediction = self._rename(self.predictor(image))
-            occlusion = compute_occlusion_graph(prediction, min_overlap=self.occluder_min_overlap,
-                                                min_pixels=self.occluder_min_pixels,
-                                                mask_threshold=self.mask_threshold)
-            header = msg.header
-            instances = build_instance_array(prediction, occlusion, header, self.factories,
-                                             mask_threshold=self.mask_threshold)
-            overlay = None
-            if want_overlay:
-                drawn = draw_overlay(image, prediction, occlusion, mask_threshold=self.mask_threshold)
-                overlay = make_image_msg(self.factories, header, rgb_image_fields(drawn))
+            result = self.finish(image, self.predictor(image), msg.header, want_overlay)
         except ImageInputError as exc:
             self.report_bad_frame(exc.cause, str(exc))
             return None
@@ -133,7 +144,7 @@ class AmodalPipeline:
         with self._lock:
             self.processed += 1
             self._latencies_ms.append((time.perf_counter() - start) * 1000.0)
-        return FrameResult(instances, prediction, occlusion, overlay)
+        return result
 
     def _rename(self, prediction: Prediction) -> Prediction:
         """Apply the ``class_names`` parameter (label k -> class_names[k-1]) when it is set."""

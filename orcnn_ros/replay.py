@@ -4,6 +4,8 @@ One ``orcnn_ros/msg/AmodalInstanceArray`` is written per processed frame (header
 image, same receive timestamp), optionally an rgb8 overlay per frame, and chosen input topics are
 copied through byte for byte. A bad frame is logged, counted by cause and skipped. With ``--gt`` the
 predictions are evaluated with the project's evaluator and the Table-2 row is printed.
+``orcnn-replay --eval-bag RESULTS_BAG --gt GT.json`` evaluates an existing results bag (written by a
+replay or recorded from the node) without a model.
 Works without ROS 2: bags are read and written with ``rosbags`` (see orcnn_ros/bagio.py).
 """
 
@@ -18,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -87,6 +89,11 @@ class ReplayOptions:
             raise InputError(f"--copy-topic {sorted(clash)[0]} clashes with an output topic name")
 
 
+def header_stamp_ns(header: Any) -> int:
+    """A ``std_msgs/Header`` stamp in nanoseconds."""
+    return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
+
+
 @dataclass
 class Frame:
     """One selected image message on its way through the replay."""
@@ -100,7 +107,7 @@ class Frame:
 
     @property
     def stamp_ns(self) -> int:
-        return int(self.header.stamp.sec) * 10**9 + int(self.header.stamp.nanosec)
+        return header_stamp_ns(self.header)
 
 
 @dataclass
@@ -221,6 +228,8 @@ class GroundTruthIndex:
             raise InputError(f"--gt-key {key} needs an image map ({source or 'none given'} is empty)")
         self._by_stamp = {e.stamp_ns: e.file_name for e in entries}
         self._by_index = {e.index: e.file_name for e in entries}
+        self.seen: dict = {}   # image_id -> file_name of the images handed out by ``claim``
+        self.unmatched = 0     # frames ``claim`` found no ground-truth image for
 
     def _by_file(self, name: Optional[str]) -> Optional[Any]:
         if name is None:
@@ -238,6 +247,17 @@ class GroundTruthIndex:
         if self.key == "stamp":
             return self._by_file(self._by_stamp.get(stamp_ns))
         return self._by_file(self._by_index.get(index))
+
+    def claim(self, index: int, stamp_ns: Optional[int]) -> Optional[Any]:
+        """Like ``match``, but each image only once (a repeat gives None); counts frames without a match."""
+        record = self.match(index, stamp_ns)
+        if record is None:
+            self.unmatched += 1
+            return None
+        if record.image_id in self.seen:
+            return None
+        self.seen[record.image_id] = record.file_name
+        return record
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -266,7 +286,6 @@ class _Replay:
         # The node's pipeline decodes (size limit, per-cause errors) and holds its occlusion defaults.
         self.pipeline = AmodalPipeline(predictor, self.factories)
         self.results: list = []
-        self.gt_seen: dict = {}  # image_id -> file_name of the ground-truth images met
         self._pending: list = []   # decoded frames waiting for a batch
         self._queue: list = []     # ("frame", Frame) | ("copy", BagMessage) in receive order
 
@@ -312,11 +331,9 @@ class _Replay:
         if self.gt_index is None:
             return
         stamp = frame.stamp_ns if frame.header is not None else None
-        record = self.gt_index.match(frame.msg.index, stamp)
-        if record is None:
-            self.summary.frames_without_gt += 1
-        elif record.image_id not in self.gt_seen:
-            self.gt_seen[record.image_id] = record.file_name
+        record = self.gt_index.claim(frame.msg.index, stamp)
+        self.summary.frames_without_gt = self.gt_index.unmatched
+        if record is not None:
             frame.gt_image_id = record.image_id
 
     def flush(self) -> None:
@@ -349,9 +366,9 @@ class _Replay:
 
     def _write_frame(self, frame: Frame) -> None:
         started = time.perf_counter()
-        try:
-            payloads, occlusion = self._frame_messages(frame)
-        except Exception as exc:  # like the node: a frame whose messages cannot be built is skipped
+        try:  # like the node: a frame whose messages cannot be built is skipped
+            payloads, result = self._frame_messages(frame)
+        except Exception as exc:
             self.summary.skip(frame, f"error:{type(exc).__name__}", f"{type(exc).__name__}: {exc}")
             return
         for topic, data in payloads:  # a failing write is fatal: the output bag is closed as it is
@@ -359,32 +376,19 @@ class _Replay:
         if frame.gt_image_id is not None:
             from orcnn_core.structures import prediction_to_results
 
-            self.results.extend(prediction_to_results(frame.prediction, frame.gt_image_id,
-                                                      self.gt_seen[frame.gt_image_id],
+            self.results.extend(prediction_to_results(result.prediction, frame.gt_image_id,
+                                                      self.gt_index.seen[frame.gt_image_id],
                                                       threshold=self.pipeline.mask_threshold))
-        self._account(frame, occlusion, time.perf_counter() - started)
+        self._account(frame, result.occlusion, time.perf_counter() - started)
 
     def _frame_messages(self, frame: Frame) -> tuple[list, Any]:
-        """Serialized (topic, bytes) of one frame's results, built as the node builds them."""
-        from orcnn_core.occlusion import compute_occlusion_graph
-        from orcnn_ros.conversions import build_instance_array, make_image_msg, rgb_image_fields
-
-        pipe, prediction = self.pipeline, frame.prediction
-        occlusion = compute_occlusion_graph(prediction, min_overlap=pipe.occluder_min_overlap,
-                                            min_pixels=pipe.occluder_min_pixels,
-                                            mask_threshold=pipe.mask_threshold)
-        array = build_instance_array(prediction, occlusion, frame.header, self.factories,
-                                     mask_threshold=pipe.mask_threshold)
-        payloads = [(self.opts.instances_topic,
-                     self.messages.serialize(array, self.messages.INSTANCE_ARRAY_TYPE))]
-        if self.opts.overlay:
-            from orcnn_core.viz import draw_overlay
-
-            drawn = draw_overlay(frame.image, prediction, occlusion, mask_threshold=pipe.mask_threshold)
-            overlay = make_image_msg(self.factories, frame.header, rgb_image_fields(drawn))
-            payloads.append((self.opts.overlay_topic,
-                             self.messages.serialize(overlay, self.messages.IMAGE_TYPE)))
-        return payloads, occlusion
+        """Serialized (topic, bytes) of one frame's results (the node's ``finish``) and the FrameResult."""
+        result = self.pipeline.finish(frame.image, frame.prediction, frame.header, self.opts.overlay)
+        m = self.messages
+        payloads = [(self.opts.instances_topic, m.serialize(result.instances, m.INSTANCE_ARRAY_TYPE))]
+        if result.overlay is not None:
+            payloads.append((self.opts.overlay_topic, m.serialize(result.overlay, m.IMAGE_TYPE)))
+        return payloads, result
 
     def _write(self, topic: str, timestamp: int, data: bytes) -> None:
         self.writer.write(topic, timestamp, data)
@@ -411,15 +415,17 @@ def _window(reader: BagReader, opts: ReplayOptions) -> tuple[Optional[int], Opti
     return start, end
 
 
-def _load_ground_truth(opts: ReplayOptions) -> tuple[Any, GroundTruthIndex]:
+def _load_ground_truth(gt: Path, gt_key: str, image_map: Optional[Path],
+                       bag: Path) -> tuple[Any, GroundTruthIndex]:
+    """The annotations and their index; the image map defaults to the one of ``bag``."""
     from orcnn_core.data import load_annotations
 
-    dataset = load_annotations(opts.gt)
+    dataset = load_annotations(gt)
     entries, source = None, ""
-    if opts.gt_key in ("stamp", "file"):
-        map_path = opts.image_map or image_map_path(opts.bag)
+    if gt_key in ("stamp", "file"):
+        map_path = image_map or image_map_path(bag)
         entries, source = read_image_map(map_path), str(map_path)
-    return dataset, GroundTruthIndex(dataset.images, opts.gt_key, entries, source)
+    return dataset, GroundTruthIndex(dataset.images, gt_key, entries, source)
 
 
 def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
@@ -441,7 +447,8 @@ def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
                 raise InputError(f"--copy-topic {topic}: bag {opts.bag} has no such topic "
                                  f"(topics: {', '.join(sorted(reader.topics))})")
             copy_infos.append(reader.topics[topic])
-        dataset, gt_index = _load_ground_truth(opts) if opts.gt else (None, None)
+        dataset, gt_index = (_load_ground_truth(opts.gt, opts.gt_key, opts.image_map, opts.bag)
+                             if opts.gt else (None, None))
         if predictor is None:
             predictor = load_predictor(opts.weights, opts.device, opts.score_threshold)
         start_ns, end_ns = _window(reader, opts)
@@ -474,21 +481,123 @@ def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
                 bar.close()
         summary.wall_seconds = time.perf_counter() - started
     if dataset is not None and not summary.interrupted:
-        summary.evaluation = _evaluate(dataset, run, opts)
+        summary.evaluation = _evaluate(dataset, gt_index, run.results, str(opts.bag), opts.results_json)
     return summary
 
 
-def _evaluate(dataset: Any, run: _Replay, opts: ReplayOptions) -> Optional[dict]:
-    """Metrics over the ground-truth images of the selected frames (skipped frames count as misses)."""
+def _evaluate(dataset: Any, gt_index: GroundTruthIndex, results: list, source: str,
+              results_json: Optional[Path]) -> Optional[dict]:
+    """Metrics over the ground-truth images the frames claimed (frames without results count as misses)."""
     from orcnn_core.evaluation import AmodalEvaluator
 
-    images = [r for r in dataset.images if r.image_id in run.gt_seen]
-    if opts.results_json:
-        Path(opts.results_json).write_text(json.dumps(run.results) + "\n")
+    images = [r for r in dataset.images if r.image_id in gt_index.seen]
+    if results_json:
+        Path(results_json).write_text(json.dumps(results) + "\n")
     if not images:
-        log.warning("no frame matched the ground truth (--gt-key %s); nothing to evaluate", opts.gt_key)
+        log.warning("no frame matched the ground truth (--gt-key %s); nothing to evaluate", gt_index.key)
         return None
-    return AmodalEvaluator(images, dataset.categories).evaluate(run.results, source=str(opts.bag))
+    return AmodalEvaluator(images, dataset.categories).evaluate(results, source=source)
+
+
+# --- evaluating an existing results bag (--eval-bag) ----------------------------------------
+
+@dataclass
+class EvalBagOptions:
+    """The options of ``orcnn-replay --eval-bag``: a results bag and its ground truth."""
+
+    results_bag: Path
+    gt: Path
+    gt_key: str = "stamp"
+    image_map: Optional[Path] = None     # None: image_map.json of the results bag
+    instances_topic: str = INSTANCES_TOPIC
+    results_json: Optional[Path] = None
+    summary_json: Optional[Path] = None
+
+
+@dataclass
+class EvalBagSummary:
+    """Counts of one ``--eval-bag`` run and its metrics; ``format()`` is what is printed."""
+
+    bag: str
+    topic: str
+    messages: int = 0
+    frames_evaluated: int = 0       # messages whose ground-truth image they were the first to claim
+    frames_without_gt: int = 0
+    instances_total: int = 0
+    skipped_by_cause: collections.Counter = field(default_factory=collections.Counter)
+    evaluation: Optional[dict] = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (for --summary-json)."""
+        return {"bag": self.bag, "topic": self.topic, "messages": self.messages,
+                "frames_evaluated": self.frames_evaluated, "frames_without_gt": self.frames_without_gt,
+                "instances_total": self.instances_total, "skipped_by_cause": dict(self.skipped_by_cause),
+                "evaluation": self.evaluation}
+
+    def format(self) -> str:
+        """Human-readable summary lines."""
+        lines = [f"eval-bag: {self.bag} {self.topic}: {self.messages} result messages, "
+                 f"{self.frames_evaluated} evaluated, {self.instances_total} instances"]
+        if self.skipped_by_cause:
+            causes = ", ".join(f"{cause} {n}" for cause, n in sorted(self.skipped_by_cause.items()))
+            lines.append(f"  unreadable messages (their images count as misses): {causes}")
+        if self.frames_without_gt:
+            lines.append(f"  messages without ground truth (not evaluated): {self.frames_without_gt}")
+        return "\n".join(lines)
+
+
+def run_eval_bag(opts: EvalBagOptions) -> EvalBagSummary:
+    """Evaluate the AmodalInstanceArray messages of ``opts.results_bag`` against ``opts.gt``; no model.
+
+    Message k of the results topic is frame k for ``--gt-key index``/``file``; the header stamp is
+    used for ``stamp``.
+    """
+    from orcnn_core.structures import prediction_to_results
+    from orcnn_ros import messages
+    from orcnn_ros.conversions import instance_array_to_prediction
+
+    if opts.gt_key not in GT_KEYS:
+        raise InputError(f"--gt-key must be one of {', '.join(GT_KEYS)}, got {opts.gt_key!r}")
+    with BagReader(opts.results_bag) as reader:
+        info = reader.topics.get(opts.instances_topic)
+        if info is None:
+            raise InputError(f"bag {opts.results_bag} has no topic '{opts.instances_topic}' "
+                             f"(topics: {', '.join(sorted(reader.topics)) or 'none'}); see --instances-topic")
+        if info.msgtype != messages.INSTANCE_ARRAY_TYPE:
+            raise InputError(f"bag {opts.results_bag}: topic '{opts.instances_topic}' has type "
+                             f"{info.msgtype}, expected {messages.INSTANCE_ARRAY_TYPE}")
+        dataset, gt_index = _load_ground_truth(opts.gt, opts.gt_key, opts.image_map, opts.results_bag)
+        summary = EvalBagSummary(bag=str(opts.results_bag), topic=opts.instances_topic)
+        results: list = []
+        for m in reader.messages([opts.instances_topic]):
+            summary.messages += 1
+            try:
+                msg = messages.deserialize(bytes(m.data), m.msgtype)
+            except InputError as exc:
+                gt_index.claim(m.index, None)
+                _count_unreadable(summary, m, "malformed_message", str(exc))
+                continue
+            record = gt_index.claim(m.index, header_stamp_ns(msg.header))
+            if record is None:
+                continue
+            try:
+                prediction = instance_array_to_prediction(msg)
+            except InputError as exc:
+                _count_unreadable(summary, m, "invalid_instances", str(exc))
+                continue
+            summary.frames_evaluated += 1
+            summary.instances_total += len(prediction)
+            results.extend(prediction_to_results(prediction, record.image_id, record.file_name))
+        summary.frames_without_gt = gt_index.unmatched
+    summary.evaluation = _evaluate(dataset, gt_index, results, str(opts.results_bag), opts.results_json)
+    return summary
+
+
+def _count_unreadable(summary: EvalBagSummary, m: BagMessage, cause: str, message: str) -> None:
+    summary.skipped_by_cause[cause] += 1
+    if summary.skipped_by_cause[cause] == 1:
+        log.warning("%s: skipping message %d (receive time %d ns): %s [%s]; further messages with this "
+                    "cause are only counted", summary.topic, m.index, m.timestamp, message, cause)
 
 
 # --- command line ---------------------------------------------------------------------------
@@ -498,10 +607,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="orcnn-replay",
         description="Run ORCNN on an image topic of a rosbag2 (.db3, .mcap, folder or legacy file) and "
-                    f"write one AmodalInstanceArray per frame on {INSTANCES_TOPIC} of a new bag.")
-    p.add_argument("bag", type=Path, metavar="BAG", help="input bag folder, .db3 or .mcap file")
-    p.add_argument("--topic", required=True, help="sensor_msgs/Image or CompressedImage topic to run on")
-    p.add_argument("--out", required=True, type=Path, metavar="OUT_BAG", help="output bag folder")
+                    f"write one AmodalInstanceArray per frame on {INSTANCES_TOPIC} of a new bag; or, "
+                    "with --eval-bag, evaluate an existing results bag against ground truth (no model).",
+        usage="%(prog)s BAG --topic TOPIC --out OUT_BAG [options]\n"
+              "       %(prog)s --eval-bag RESULTS_BAG --gt GT.json [--gt-key K] [--image-map MAP.json] "
+              "[options]")
+    p.add_argument("bag", type=Path, nargs="?", default=None, metavar="BAG",
+                   help="input bag folder, .db3 or .mcap file")
+    p.add_argument("--topic", help="sensor_msgs/Image or CompressedImage topic to run on (required with BAG)")
+    p.add_argument("--out", type=Path, metavar="OUT_BAG", help="output bag folder (required with BAG)")
+    p.add_argument("--eval-bag", type=Path, default=None, metavar="RESULTS_BAG",
+                   help="instead of running the model: evaluate the AmodalInstanceArray messages of this "
+                        "bag (--instances-topic) against --gt")
     p.add_argument("--weights", type=Path, default=None, metavar="W",
                    help="NAME.safetensors (+ NAME.json); default: the bundled demo weights")
     p.add_argument("--gt", type=Path, default=None, metavar="GT.json",
@@ -509,7 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-key", choices=GT_KEYS, default="stamp",
                    help="how frames find their ground-truth image (see docs/replay.md; default stamp)")
     p.add_argument("--image-map", type=Path, default=None, metavar="MAP.json",
-                   help="image map for --gt-key stamp/file (default: BAG/image_map.json)")
+                   help="image map for --gt-key stamp/file (default: BAG/image_map.json, with --eval-bag "
+                        "RESULTS_BAG/image_map.json)")
     p.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame")
     p.add_argument("--start", type=float, default=None, metavar="S", help="seconds after the bag start")
     p.add_argument("--end", type=float, default=None, metavar="S", help="seconds after the bag start")
@@ -522,10 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop detections below this score (default: the model's)")
     p.add_argument("--storage", choices=STORAGES, default="sqlite3", help="output bag storage")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
-    p.add_argument("--instances-topic", default=INSTANCES_TOPIC, help="output topic of the results")
+    p.add_argument("--instances-topic", default=INSTANCES_TOPIC,
+                   help="output topic of the results (with --eval-bag: the topic read)")
     p.add_argument("--overlay-topic", default=OVERLAY_TOPIC, help="output topic of the overlays")
     p.add_argument("--results-json", type=Path, default=None,
-                   help="with --gt: also write the results JSON (for orcnn eval)")
+                   help="with --gt or --eval-bag: also write the results JSON (for orcnn eval)")
     p.add_argument("--summary-json", type=Path, default=None, help="write the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -533,7 +652,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> ReplayOptions:
-    """ReplayOptions from parsed command-line arguments."""
+    """ReplayOptions from parsed command-line arguments (InputError when BAG, --topic or --out is missing)."""
+    missing = [name for name, value in (("BAG", args.bag), ("--topic", args.topic), ("--out", args.out))
+               if value is None]
+    if missing:
+        raise InputError(f"{', '.join(missing)} required (or --eval-bag RESULTS_BAG --gt GT.json)")
     return ReplayOptions(
         bag=args.bag, topic=args.topic, out=args.out, weights=args.weights, gt=args.gt,
         gt_key=args.gt_key, image_map=args.image_map, every=args.every, start=args.start, end=args.end,
@@ -543,7 +666,21 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         results_json=args.results_json, summary_json=args.summary_json, progress=not args.no_progress)
 
 
-def print_report(summary: ReplaySummary) -> None:
+def eval_options_from_args(args: argparse.Namespace) -> EvalBagOptions:
+    """EvalBagOptions from parsed command-line arguments (InputError for options of a replay run)."""
+    if args.gt is None:
+        raise InputError("--eval-bag needs --gt GT.json")
+    replay_only = [name for name, value in (("BAG", args.bag), ("--topic", args.topic), ("--out", args.out),
+                                            ("--weights", args.weights), ("--overlay", args.overlay),
+                                            ("--copy-topic", args.copy_topic)) if value]
+    if replay_only:
+        raise InputError(f"--eval-bag reads an existing results bag: {', '.join(replay_only)} do not apply")
+    return EvalBagOptions(results_bag=args.eval_bag, gt=args.gt, gt_key=args.gt_key, image_map=args.image_map,
+                          instances_topic=args.instances_topic, results_json=args.results_json,
+                          summary_json=args.summary_json)
+
+
+def print_report(summary: Union[ReplaySummary, EvalBagSummary]) -> None:
     """Print the summary and, with ground truth, the Table-2 row and the evaluator's notes."""
     print(summary.format())
     if summary.evaluation is not None:
@@ -560,6 +697,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.eval_bag is not None:
+            eval_opts = eval_options_from_args(args)
+            evaluated = run_eval_bag(eval_opts)
+            print_report(evaluated)
+            if eval_opts.summary_json:
+                Path(eval_opts.summary_json).write_text(json.dumps(evaluated.to_dict(), indent=2) + "\n")
+            return 0
         opts = options_from_args(args)
         summary = run_replay(opts)
         print_report(summary)

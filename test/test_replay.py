@@ -1,5 +1,6 @@
 """``orcnn-replay`` end to end: round trip against plain prediction, GT keys, real legacy and malformed
-bags, frame selection, refusal to overwrite, interrupted runs, and the replay launch file."""
+bags, frame selection, refusal to overwrite, interrupted runs, ``--eval-bag`` on results bags, and the
+replay launch file."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from orcnn_core.evaluation import AmodalEvaluator
 from orcnn_core.structures import Prediction, prediction_to_results
 from orcnn_ros import messages, replay
 from orcnn_ros.bagio import BagReader, MapEntry, images_to_bag, read_image_map, write_image_map
-from orcnn_ros.conversions import paste_mask
+from orcnn_ros.conversions import instance_array_to_prediction
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
@@ -121,29 +122,10 @@ def read_arrays(bag: Path, topic: str = replay.INSTANCES_TOPIC) -> list:
                 for m in reader.messages([topic])]
 
 
-def array_to_prediction(msg) -> Prediction:
-    """Rebuild full-image masks from an AmodalInstanceArray (the reader's side of the message)."""
-    h, w = int(msg.image_height), int(msg.image_width)
-    inst = msg.instances
-
-    def masks(kind: str) -> np.ndarray:
-        pasted = [paste_mask(getattr(i, f"{kind}_mask"), i.amodal_roi, h, w) for i in inst]
-        return np.stack(pasted) if pasted else np.zeros((0, h, w), bool)
-
-    def box(roi) -> list:
-        return [roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height]
-
-    ids = np.asarray([i.class_id for i in inst], np.int64)
-    return Prediction(np.asarray([box(i.amodal_roi) for i in inst], np.float32).reshape(-1, 4),
-                      np.asarray([box(i.visible_roi) for i in inst], np.float32).reshape(-1, 4),
-                      ids, ids, [i.class_name for i in inst], np.asarray([i.score for i in inst], np.float32),
-                      masks("amodal"), masks("visible"), masks("invisible"), (h, w))
-
-
 def bag_results(bag: Path, image_ids: list) -> list:
     out = []
     for (_, msg), image_id in zip(read_arrays(bag), image_ids):
-        out.extend(prediction_to_results(array_to_prediction(msg), image_id))
+        out.extend(prediction_to_results(instance_array_to_prediction(msg), image_id))
     return out
 
 
@@ -197,7 +179,7 @@ def test_round_trip_matches_predict(tmp_path: Path, dataset, raw_bag: Path, tiny
         assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == entry.stamp_ns == stamp
         assert (msg.image_width, msg.image_height) == (96, 72)
         ref = [e for e in predicted if e["image_id"] == by_name[entry.file_name]]
-        got = array_to_prediction(msg)
+        got = instance_array_to_prediction(msg)
         assert len(got) == len(ref)
         assert got.scores.tolist() == [np.float32(e["score"]) for e in ref]
         assert got.category_ids.tolist() == [e["category_id"] for e in ref]
@@ -218,6 +200,11 @@ def test_round_trip_matches_predict(tmp_path: Path, dataset, raw_bag: Path, tiny
     from_bag = AmodalEvaluator(dataset.images, dataset.categories).evaluate(bag_results(out, image_ids))
     assert ap_values(from_bag) == ap_values(expected)
     assert "AP_IV@0.5" in stdout and "occluders per occluded instance" in stdout
+    # --eval-bag on the results bag alone (no model) gives the same numbers
+    code, eval_out, _ = run_cli(["--eval-bag", out, "--gt", gt, "--image-map", raw_bag / "image_map.json",
+                                 "--summary-json", tmp_path / "eval.json"], capsys)
+    assert code == 0, eval_out
+    assert ap_values(json.loads((tmp_path / "eval.json").read_text())["evaluation"]) == ap_values(expected)
 
     # Overlay and copied topic.
     with BagReader(out) as reader:
@@ -279,6 +266,94 @@ def test_wrong_image_map_breaks_the_match(tmp_path: Path, dataset, raw_bag: Path
                           "--summary-json", tmp_path / "s.json"], capsys)
     assert code == 0
     assert json.loads((tmp_path / "s.json").read_text())["evaluation"]["all"]["AP_A"] < 50.0
+
+
+# --- --eval-bag: evaluating a results bag without a model ------------------------------------
+
+@pytest.mark.parametrize("key", ["stamp", "index", "file"])
+def test_eval_bag_scores_a_replay_results_bag_like_the_replay(tmp_path: Path, dataset, raw_bag: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture,
+                                                              key: str) -> None:
+    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    out = tmp_path / "out"
+    code, _, _ = run_cli([raw_bag, "--topic", "/image", "--out", out, "--gt", dataset.path, "--gt-key", key,
+                          "--summary-json", tmp_path / "replay.json", "--results-json", tmp_path / "r1.json"],
+                         capsys)
+    assert code == 0
+    replayed = json.loads((tmp_path / "replay.json").read_text())["evaluation"]
+    monkeypatch.setattr(replay, "load_predictor", RefusingPredictor)  # no model from here on
+    code, stdout, _ = run_cli(["--eval-bag", out, "--gt", dataset.path, "--gt-key", key,
+                               "--image-map", raw_bag / "image_map.json",
+                               "--summary-json", tmp_path / "eval.json",
+                               "--results-json", tmp_path / "r2.json"], capsys)
+    assert code == 0, stdout
+    evaluated = json.loads((tmp_path / "eval.json").read_text())
+    assert ap_values(evaluated["evaluation"]) == ap_values(replayed) == [100.0] * 7
+    anns = sum(len(r.annotations) for r in dataset.images)
+    assert (evaluated["messages"], evaluated["frames_evaluated"], evaluated["frames_without_gt"]) == (4, 4, 0)
+    assert evaluated["instances_total"] == anns
+    assert "100.0" in stdout and "4 evaluated" in stdout
+    # the results JSON holds the same detections as the replay's own (masks survive the bag exactly)
+    key_of = lambda e: (e["image_id"], e["score"], e["segmentation"]["counts"])  # noqa: E731
+    first = json.loads((tmp_path / "r1.json").read_text())
+    second = json.loads((tmp_path / "r2.json").read_text())
+    assert len(first) == len(second) == anns
+    assert sorted(map(key_of, first)) == sorted(map(key_of, second))
+
+
+def test_eval_bag_keys_frames_and_evaluates_only_the_frames_in_the_bag(tmp_path: Path, dataset,
+                                                                      raw_bag: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    out = tmp_path / "out"
+    assert run_cli([raw_bag, "--topic", "/image", "--out", out, "--every", 2], capsys)[0] == 0
+    shutil.copy(raw_bag / "image_map.json", out / "image_map.json")  # the default map location
+    code, _, _ = run_cli(["--eval-bag", out, "--gt", dataset.path, "--summary-json", tmp_path / "s.json"],
+                         capsys)
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["messages"], summary["frames_evaluated"]) == (2, 2)
+    assert ap_values(summary["evaluation"]) == [100.0] * 7  # images of skipped-over frames are not counted
+    # a rotated map sends every message to the wrong image
+    entries = read_image_map(raw_bag / "image_map.json")
+    names = [e.file_name for e in entries]
+    write_image_map(tmp_path / "rotated.json",
+                    [MapEntry(e.index, e.stamp_ns, n) for e, n in zip(entries, names[1:] + names[:1])])
+    code, _, _ = run_cli(["--eval-bag", out, "--gt", dataset.path, "--image-map", tmp_path / "rotated.json",
+                          "--summary-json", tmp_path / "s.json"], capsys)
+    assert code == 0
+    assert json.loads((tmp_path / "s.json").read_text())["evaluation"]["all"]["AP_A"] < 50.0
+    # a map without these stamps: nothing matches, nothing is evaluated
+    write_image_map(tmp_path / "other.json",
+                    [MapEntry(e.index, e.stamp_ns + 1, e.file_name) for e in entries])
+    code, stdout, _ = run_cli(["--eval-bag", out, "--gt", dataset.path,
+                               "--image-map", tmp_path / "other.json",
+                               "--summary-json", tmp_path / "s.json"], capsys)
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert code == 0 and summary["evaluation"] is None and summary["frames_without_gt"] == 2
+    assert "without ground truth (not evaluated): 2" in stdout
+
+
+def test_eval_bag_option_errors(tmp_path: Path, dataset, raw_bag: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    out = tmp_path / "out"
+    assert run_cli([raw_bag, "--topic", "/image", "--out", out], capsys)[0] == 0
+    for argv, words in ((["--eval-bag", out], "needs --gt"),
+                        (["--eval-bag", out, "--gt", dataset.path, "--topic", "/image"],
+                         "--topic do not apply"),
+                        (["--eval-bag", out, "--gt", dataset.path], "image map not found"),
+                        (["--eval-bag", out, "--gt", dataset.path, "--gt-key", "index",
+                          "--instances-topic", "/other"], "no topic '/other'"),
+                        (["--eval-bag", raw_bag, "--gt", dataset.path, "--gt-key", "index",
+                          "--instances-topic", "/image"], "expected orcnn_ros/msg/AmodalInstanceArray"),
+                        (["--topic", "/image", "--out", tmp_path / "o2"], "BAG required"),
+                        ([raw_bag, "--topic", "/image"], "--out required")):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and words in err and err.count("\n") == 1, (argv, err)
+    assert not (tmp_path / "o2").exists()
 
 
 # --- real bags: legacy 2019 and malformed -----------------------------------------------------

@@ -1,4 +1,4 @@
-"""Image message <-> numpy for every encoding, and building AmodalInstanceArray messages."""
+"""Image message <-> numpy for every encoding, and AmodalInstanceArray messages <-> Prediction."""
 
 import array
 from types import SimpleNamespace
@@ -17,6 +17,7 @@ from orcnn_ros.conversions import (
     build_instance_array,
     compressed_msg_to_numpy,
     image_msg_to_numpy,
+    instance_array_to_prediction,
     mask_image_fields,
     paste_mask,
 )
@@ -187,3 +188,71 @@ def test_mask_fields_are_mono8_0_255():
     fields = mask_image_fields(mask)
     assert fields["encoding"] == "mono8" and fields["step"] == 4
     assert fields["data"].tolist() == [0] * 6 + [255] + [0] * 5
+
+
+# -- message -> Prediction (the reader's side, for offline evaluation of results bags) -------------
+
+def assert_same_prediction(back, pred):
+    assert len(back) == len(pred) and back.image_size == (H, W)
+    for name in ("amodal_masks", "visible_masks", "invisible_masks"):
+        got = getattr(back, name)
+        assert got.dtype == bool and got.shape == (len(pred), H, W), name
+        assert np.array_equal(got, getattr(pred, name)), name
+    assert np.array_equal(back.amodal_boxes, pred.amodal_boxes)
+    assert np.array_equal(back.visible_boxes, pred.visible_boxes)
+    assert back.scores.dtype == np.float32 and np.array_equal(back.scores, pred.scores)
+    assert back.category_ids.tolist() == pred.category_ids.tolist()
+    assert back.labels.tolist() == pred.category_ids.tolist()  # the message carries class ids only
+    assert back.class_names == pred.class_names
+
+
+def test_instance_array_converts_back_to_the_prediction():
+    pred = make_prediction()  # visible within amodal, boxes = tight mask boxes: the round trip is exact
+    assert not (pred.visible_masks & ~pred.amodal_masks).any()
+    msg = build_instance_array(pred, None, messages.make_header(3, 4, "cam"), messages.rosbags_factories())
+    assert_same_prediction(instance_array_to_prediction(msg), pred)
+    # ... also after CDR serialization, as read from a bag
+    data = messages.serialize(msg, messages.INSTANCE_ARRAY_TYPE)
+    assert_same_prediction(instance_array_to_prediction(
+        messages.deserialize(data, messages.INSTANCE_ARRAY_TYPE)), pred)
+
+
+def test_instance_array_from_rclpy_style_messages_converts_back():
+    class Record(SimpleNamespace):
+        pass
+
+    pred = make_prediction()
+    factories = MessageFactories.for_rclpy(Record, Record, Record, Record)
+    msg = build_instance_array(pred, None, SimpleNamespace(frame_id="x"), factories)
+    assert_same_prediction(instance_array_to_prediction(msg), pred)
+
+
+def test_visible_pixels_outside_the_amodal_roi_are_lost():
+    """Masks travel cropped to the amodal mask's box: a visible pixel outside it does not come back."""
+    pred = make_prediction()
+    pred.visible_masks[2, 40, 10] = True  # far from object 2's amodal box (rows 5:15, cols 50:64)
+    pred.visible_masks[2, 6, 49] = True   # just left of it
+    msg = build_instance_array(pred, None, messages.make_header(), messages.rosbags_factories())
+    back = instance_array_to_prediction(msg)
+    expected = pred.visible_masks[2].copy()
+    expected[40, 10] = expected[6, 49] = False
+    assert np.array_equal(back.visible_masks[2], expected)
+    assert np.array_equal(back.amodal_masks, pred.amodal_masks)
+    assert np.array_equal(back.visible_masks[:2], pred.visible_masks[:2])
+    # the visible box still covers them: it is the message's visible_roi, not the pasted mask's box
+    assert back.visible_boxes[2].tolist() == [10.0, 5.0, 64.0, 41.0]
+
+
+def test_empty_instance_array_converts_to_an_empty_prediction():
+    msg = build_instance_array(Prediction.empty(H, W), None, messages.make_header(),
+                               messages.rosbags_factories())
+    back = instance_array_to_prediction(msg)
+    assert len(back) == 0 and back.image_size == (H, W)
+    assert back.amodal_masks.shape == (0, H, W) and back.amodal_boxes.shape == (0, 4)
+
+
+def test_a_roi_outside_the_image_is_an_input_error():
+    msg = build_instance_array(make_prediction(), None, messages.make_header(), messages.rosbags_factories())
+    msg.image_width = 60  # object 2 reaches column 63
+    with pytest.raises(InputError, match="outside the 60x48 image"):
+        instance_array_to_prediction(msg)

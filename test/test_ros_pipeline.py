@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from orcnn_core.errors import ConfigError
+from orcnn_core.errors import ConfigError, InputError
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
 from orcnn_ros.params import NodeParams, load_params_yaml, params_from_mapping
@@ -239,6 +239,36 @@ def test_class_names_parameter_renames_by_label():
     pipeline = make_pipeline(class_names=["mug"])
     names = [i.class_name for i in pipeline.process(good_frame()).instances.instances]
     assert names == ["mug", "b"]  # label 2 has no override: keeps the model's name
+
+
+def test_finish_is_the_part_of_process_after_the_model():
+    """decode + model + finish (the batched replay's path) builds what process builds, counting nothing."""
+    pipeline = make_pipeline(occluder_min_pixels=1, class_names=["mug"])
+    frame = good_frame(value=70)
+    via_process = pipeline.process(frame, want_overlay=True)
+    image = pipeline.decode(frame)
+    via_finish = pipeline.finish(image, FakePredictor()(image), frame.header, want_overlay=True)
+    assert pipeline.processed == 1  # finish leaves the counters to its caller
+    assert [i.class_name for i in via_finish.instances.instances] == ["mug", "b"]
+    assert [list(i.occluder_ids) for i in via_finish.instances.instances] == [[1], []]
+    for got, ref, kind in ((via_finish.instances, via_process.instances, messages.INSTANCE_ARRAY_TYPE),
+                           (via_finish.overlay, via_process.overlay, messages.IMAGE_TYPE)):
+        assert messages.serialize(got, kind) == messages.serialize(ref, kind)
+    assert via_finish.overlay.header is frame.header
+    assert pipeline.finish(image, FakePredictor()(image), frame.header).overlay is None
+
+
+def test_finish_raises_for_a_broken_prediction_and_process_counts_it():
+    pipeline = make_pipeline()
+    image = np.zeros((48, 64, 3), np.uint8)
+    broken = FakePredictor()(image)
+    broken.image_size = (49, 64)
+    with pytest.raises(InputError, match="image_size"):
+        pipeline.finish(image, broken, messages.make_header())
+    assert pipeline.skipped == 0 and pipeline.processed == 0
+    pipeline.predictor = lambda img: broken
+    assert pipeline.process(good_frame()) is None
+    assert dict(pipeline.skipped_by_cause) == {"error:InputError": 1}
 
 
 @pytest.mark.parametrize("bag", ["test_bag_sqlite3", "test_bag_mcap"])
