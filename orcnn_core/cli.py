@@ -27,7 +27,8 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``orcnn`` argument parser."""
-    parser = argparse.ArgumentParser(prog="orcnn", description="Occlusion R-CNN: amodal instance segmentation")
+    parser = argparse.ArgumentParser(prog="orcnn",
+                                     description="Occlusion R-CNN: amodal instance segmentation")
     parser.add_argument("--version", action="version", version=f"orcnn {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

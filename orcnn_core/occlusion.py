@@ -2,6 +2,9 @@
 
 Instance ``j`` occludes instance ``i`` when ``j``'s VISIBLE mask covers part of ``i``'s INVISIBLE
 mask: at least ``min_overlap`` of ``i``'s invisible area and at least ``min_pixels`` pixels.
+An invisible region smaller than ``min_invisible_fraction`` of the instance's amodal area is
+mask noise (a few stray pixels along a contour), not an occlusion: such an instance gets no
+occluders (its ``occlusion_rate`` still reports the measured share).
 
 Pick order (which object a planner should remove first):
 
@@ -25,8 +28,10 @@ import numpy as np
 from orcnn_core.errors import InputError
 from orcnn_core.structures import Prediction
 
-DEFAULT_MIN_OVERLAP = 0.05
-DEFAULT_MIN_PIXELS = 1
+# The one source of these defaults: the ROS node's occluder_* parameters import them.
+DEFAULT_MIN_OVERLAP = 0.05             # share of the hidden area an occluder must cover
+DEFAULT_MIN_PIXELS = 10                # ... and at least this many pixels (ignores mask noise)
+DEFAULT_MIN_INVISIBLE_FRACTION = 0.01  # hidden parts below this share of the amodal area are noise
 
 
 @dataclass
@@ -188,14 +193,24 @@ def pick_order(occluded_by: np.ndarray, scores: Sequence[float]) -> list[int]:
 def compute_occlusion_graph(masks: MaskInput, scores: Optional[Sequence[float]] = None,
                             min_overlap: float = DEFAULT_MIN_OVERLAP,
                             min_pixels: int = DEFAULT_MIN_PIXELS,
-                            mask_threshold: float = 0.5) -> OcclusionGraph:
+                            mask_threshold: float = 0.5,
+                            min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION,
+                            ) -> OcclusionGraph:
     """Occluder graph of a Prediction, or of ``(amodal, visible[, invisible])`` (N, H, W) stacks.
 
     Probability masks are binarised at ``mask_threshold``; without an invisible stack it is
     amodal AND NOT visible. ``scores`` default to the Prediction's (or all equal).
+
+    ``j`` occludes ``i`` when ``j``'s visible mask covers at least ``min_overlap`` of ``i``'s
+    invisible area and at least ``min_pixels`` pixels, and ``i``'s invisible area is at least
+    ``min_invisible_fraction`` of its amodal area (smaller hidden parts are mask noise and would
+    otherwise make spurious edges, even 2-cycles between touching objects). Pass
+    ``min_pixels=1, min_invisible_fraction=0`` to count every hidden pixel.
     """
     if not 0.0 <= float(min_overlap) <= 1.0:
         raise InputError(f"min_overlap must be in [0, 1], got {min_overlap}")
+    if not 0.0 <= float(min_invisible_fraction) <= 1.0:
+        raise InputError(f"min_invisible_fraction must be in [0, 1], got {min_invisible_fraction}")
     if int(min_pixels) < 0:
         raise InputError(f"min_pixels must be >= 0, got {min_pixels}")
     amodal, visible, invisible, scores = _unpack(masks, scores, mask_threshold)
@@ -205,7 +220,9 @@ def compute_occlusion_graph(masks: MaskInput, scores: Optional[Sequence[float]] 
     invisible_area = invisible.reshape(n, amodal[0].size if n else 0).sum(1).astype(np.int64)
     counts = overlap_counts(visible, invisible)
     fraction = counts / np.maximum(invisible_area, 1)[:, None]
-    edges = (counts > 0) & (counts >= int(min_pixels)) & (fraction >= float(min_overlap))
+    hidden_enough = invisible_area >= float(min_invisible_fraction) * amodal_area
+    edges = ((counts > 0) & (counts >= int(min_pixels)) & (fraction >= float(min_overlap))
+             & hidden_enough[:, None])
     occluder_ids = [np.flatnonzero(edges[i]).tolist() for i in range(n)]
     occluder_overlap = [[float(fraction[i, j]) for j in ids] for i, ids in enumerate(occluder_ids)]
     rate = np.where(amodal_area > 0, invisible_area / np.maximum(amodal_area, 1), 0.0).astype(np.float32)

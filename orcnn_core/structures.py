@@ -37,7 +37,7 @@ class AmodalAnnotation:
 
     @classmethod
     def from_masks(cls, id: int, category_id: int, amodal_mask: np.ndarray, visible_mask: np.ndarray,
-                   iscrowd: bool = False, extra: Optional[dict] = None) -> "AmodalAnnotation":
+                   iscrowd: bool = False, extra: Optional[dict] = None) -> AmodalAnnotation:
         """Build from full-image bool masks; invisible = amodal AND NOT visible."""
         amodal_mask = amodal_mask.astype(bool)
         visible_mask = visible_mask.astype(bool)
@@ -113,14 +113,14 @@ class Prediction:
         return int(self.scores.shape[0])
 
     @classmethod
-    def empty(cls, height: int, width: int) -> "Prediction":
+    def empty(cls, height: int, width: int) -> Prediction:
         """A prediction with no instances for an image of the given size."""
         no_masks = np.zeros((0, height, width), dtype=bool)
         return cls(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
                    np.zeros(0, np.int64), [], np.zeros(0, np.float32), no_masks, no_masks.copy(),
                    no_masks.copy(), (height, width))
 
-    def select(self, keep: Sequence[int] | np.ndarray) -> "Prediction":
+    def select(self, keep: Sequence[int] | np.ndarray) -> Prediction:
         """A new Prediction holding only the instances at indices (or bool mask) ``keep``."""
         idx = np.flatnonzero(keep) if np.asarray(keep).dtype == bool else np.asarray(keep, dtype=np.int64)
         return Prediction(self.amodal_boxes[idx], self.visible_boxes[idx], self.labels[idx],

@@ -1,8 +1,14 @@
 """Overlays of amodal predictions in the style of the paper's Figure 1.
 
-Per instance, in its class colour: the visible region solid, the invisible (occluded) region light
-and hatched, the amodal contour dashed, the visible contour solid; a label ``#id class score occ%``
-with ``behind #j`` naming its occluders, and an arrow from each occluder to the part it hides.
+Per instance, in its class colour: the visible region filled semi-transparently with a solid
+outline; the invisible (occluded) region drawn on top of its occluder, lighter and hatched, so one
+sees "through" the occluder; the amodal outline thin and dashed. A compact label sits next to the
+amodal box (``#3 box .85 occ 27%``, the share only when there is one, and a smaller second line
+``behind #0,#4`` naming the occluders), and a thin arrow goes from each occluder to the part it hides.
+
+Small images are hard to annotate legibly at their own size: ``min_long_side`` renders the overlay
+larger (``READABLE_LONG_SIDE`` is a good value for a person to look at); the default keeps the input
+size, as a published ROS overlay needs.
 """
 
 from __future__ import annotations
@@ -13,26 +19,77 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from orcnn_core import masks as mask_ops
 from orcnn_core.errors import InputError
 from orcnn_core.occlusion import OcclusionGraph, compute_occlusion_graph
 from orcnn_core.structures import Prediction
 
-VISIBLE_ALPHA = 0.5
-INVISIBLE_ALPHA = 0.22
-HATCH_PERIOD = 8  # pixels between hatch lines of the invisible region
-DASH = 5          # contour pixels per dash (and per gap) of the amodal outline
+READABLE_LONG_SIDE = 640  # ``min_long_side`` at which the labels of a small image read well
+VISIBLE_ALPHA = 0.45      # class colour over the visible region
+HIDDEN_VEIL = 0.35        # white veil over the hidden region (lighter than the visible fill) ...
+HIDDEN_ALPHA = 0.30       # ... then the class colour ...
+HATCH_ALPHA = 0.85        # ... and diagonal hatch lines in the class colour
+LABEL_ALPHA = 0.72        # label background (class colour) opacity
+ARROW_MIN_SHARE = 0.25    # arrows only for occluders hiding at least this share of the hidden part
+DASH = 6                  # contour pixels per dash (and per gap) of the amodal outline
+
+
+# Well separated colours (after Trubetskoy's 20 distinct colours), for class ids 1..12.
+PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 220, 230),
+           (255, 215, 0), (240, 50, 230), (170, 220, 40), (0, 128, 128), (170, 110, 40), (40, 40, 160))
 
 
 def class_color(key: int) -> tuple[int, int, int]:
-    """A stable, saturated RGB colour for a class id (golden-ratio hue steps)."""
-    hue = (int(key) * 0.618033988749895) % 1.0
+    """A stable, saturated RGB colour for a class id: a palette of well separated colours for ids
+    1..12, then golden-ratio hue steps."""
+    key = int(key)
+    if 1 <= key <= len(PALETTE):
+        return PALETTE[key - 1]
+    hue = (key * 0.618033988749895) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def instance_colors(category_ids) -> list[tuple[int, int, int]]:
+    """Class colours of N instances; repeats of a class are shifted a little in hue to stay apart."""
+    seen: dict[int, int] = {}
+    colors = []
+    for key in (int(k) for k in category_ids):
+        repeat = seen.get(key, 0)
+        seen[key] = repeat + 1
+        base = class_color(key)
+        if repeat == 0:
+            colors.append(base)
+            continue
+        hue, sat, val = colorsys.rgb_to_hsv(*(c / 255.0 for c in base))
+        hue += 0.06 * ((repeat + 1) // 2) * (1 if repeat % 2 else -1)
+        val = min(1.0, val * (0.8 if repeat % 2 else 1.1))
+        r, g, b = colorsys.hsv_to_rgb(hue % 1.0, sat, val)
+        colors.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colors
+
+
 def _binary(masks: np.ndarray, threshold: float) -> np.ndarray:
     return masks if masks.dtype == bool else masks >= threshold
+
+
+def _resized(masks: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) masks binarised at ``size`` = (width, height); upscaled smoothly (linear, then cut)."""
+    w, h = size
+    if masks.shape[1:] == (h, w):
+        return _binary(masks, threshold)
+    cut = 0.5 if masks.dtype == bool else threshold
+    out = np.zeros((masks.shape[0], h, w), dtype=bool)
+    for k in range(masks.shape[0]):
+        out[k] = cv2.resize(masks[k].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= cut
+    return out
+
+
+def _box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+    """Tight ``(x0, y0, x1, y1)`` box (far edge exclusive) of a bool mask; None when empty."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def _blend(canvas: np.ndarray, region: np.ndarray, color: tuple, alpha: float, box: tuple) -> None:
@@ -47,58 +104,113 @@ def _contours(mask: np.ndarray) -> list:
     return found
 
 
-def _draw_dashed(canvas: np.ndarray, mask: np.ndarray, color: tuple, thickness: int) -> None:
+def _draw_dashed(canvas: np.ndarray, mask: np.ndarray, color: tuple, thickness: int, dash: int) -> None:
     for contour in _contours(mask):
         points = contour.reshape(-1, 2)
-        for k in range(0, len(points) - 1):
-            if (k // DASH) % 2 == 0:
-                cv2.line(canvas, tuple(map(int, points[k])), tuple(map(int, points[k + 1])), color,
-                         thickness, cv2.LINE_AA)
+        for k in range(0, len(points) - 1, dash * 2):
+            run = points[k:k + dash + 1].reshape(-1, 1, 2).astype(np.int32)
+            if len(run) > 1:
+                cv2.polylines(canvas, [run], False, color, thickness, cv2.LINE_AA)
 
 
-def _centroid(mask: np.ndarray, box: tuple) -> Optional[tuple[int, int]]:
-    x0, y0, x1, y1 = box
-    ys, xs = np.nonzero(mask[y0:y1, x0:x1])
+def _centroid(mask: np.ndarray) -> Optional[tuple[int, int]]:
+    ys, xs = np.nonzero(mask)
     if xs.size == 0:
         return None
-    return int(xs.mean()) + x0, int(ys.mean()) + y0
+    return int(round(xs.mean())), int(round(ys.mean()))
 
 
-def _overlaps(a: tuple, b: tuple) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+def _text_color(color: tuple) -> tuple[int, int, int]:
+    luma = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+    return (0, 0, 0) if luma > 140 else (255, 255, 255)
 
 
-def _label(canvas: np.ndarray, lines: list[str], box: tuple, color: tuple, scale: float,
-           taken: list) -> None:
-    """Text lines on a filled box in the class colour, inside the image and clear of ``taken`` labels."""
-    font, thick = cv2.FONT_HERSHEY_SIMPLEX, max(1, int(round(scale * 2)))
-    sizes = [cv2.getTextSize(t, font, scale, thick) for t in lines]
-    line_h = max(s[0][1] + s[1] for s in sizes) + 4
-    box_w = max(s[0][0] for s in sizes) + 6
-    box_h = line_h * len(lines) + 2
-    h, w = canvas.shape[:2]
-    x = int(min(max(box[0], 0), max(w - box_w, 0)))
-    # Preferred spots: above the box, at its top, below it; then slide down the image (bounded).
-    tries = [box[1] - box_h, box[1], box[3]] + list(range(int(box[1]), h, max(box_h // 2, 1)))[:40]
-    spots = [int(min(max(y, 0), max(h - box_h, 0))) for y in tries]
-    y = next((s for s in spots if not any(_overlaps((x, s, x + box_w, s + box_h), t) for t in taken)),
-             spots[0])
-    taken.append((x, y, x + box_w, y + box_h))
-    cv2.rectangle(canvas, (x, y), (x + box_w, y + box_h), color, -1)
-    text_color = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
-    for k, text in enumerate(lines):
-        baseline_y = y + (k + 1) * line_h - 4
-        cv2.putText(canvas, text, (x + 3, baseline_y), font, scale, text_color, thick, cv2.LINE_AA)
+def _overlap_area(a: tuple, b: tuple) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def layout_labels(sizes: list[tuple[int, int]], boxes: list[Optional[tuple]], image_size: tuple[int, int],
+                  occupied: Optional[np.ndarray] = None, gap: int = 2) -> list[tuple[int, int, int, int]]:
+    """Place label rectangles of ``sizes`` (w, h) next to ``boxes``; returns (x0, y0, x1, y1) each.
+
+    Every rectangle lies inside ``image_size`` (height, width) as far as it fits. Spots around the
+    box (above first, then below, beside, inside) are scored by the share of ``occupied`` pixels
+    (e.g. the objects) they would cover and, far more, by their overlap with labels already placed.
+    """
+    h, w = image_size
+    integral = None
+    if occupied is not None:
+        integral = cv2.integral(occupied.astype(np.uint8))
+    placed: list[tuple[int, int, int, int]] = []
+    for (lw, lh), box in zip(sizes, boxes):
+        bx0, by0, bx1, by1 = box if box is not None else (0, 0, lw, lh)
+        spots = [(bx0, by0 - lh - gap), (bx1 - lw, by0 - lh - gap), (bx0, by1 + gap), (bx1 - lw, by1 + gap),
+                 (bx1 + gap, by0), (bx0 - lw - gap, by0), (bx0 + gap, by0 + gap)]
+        spots += [(bx0, by0 - (k + 1) * (lh + gap)) for k in range(1, 4)]
+        spots += [(bx0, by1 + gap + k * (lh + gap)) for k in range(1, 4)]
+        best, best_cost = None, None
+        for rank, (x, y) in enumerate(spots):
+            cx = int(min(max(x, 0), max(w - lw, 0)))
+            cy = int(min(max(y, 0), max(h - lh, 0)))
+            rect = (cx, cy, min(cx + lw, w), min(cy + lh, h))
+            area = max((rect[2] - rect[0]) * (rect[3] - rect[1]), 1)
+            cost = 0.03 * rank + 0.5 * (abs(cx - x) + abs(cy - y)) / max(lh, 1)
+            if integral is not None:
+                x0, y0, x1, y1 = rect
+                covered = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+                cost += float(covered) / area
+            cost += 10.0 * sum(_overlap_area(rect, other) for other in placed) / area
+            if best_cost is None or cost < best_cost:
+                best, best_cost = rect, cost
+        placed.append(best)
+    return placed
+
+
+def _put_label(canvas: np.ndarray, rect: tuple, lines: list[tuple[str, float]], color: tuple,
+               pad: int, thickness: int) -> None:
+    """Text lines (text, font scale) on a semi-transparent box in the class colour."""
+    x0, y0, x1, y1 = rect
+    sub = canvas[y0:y1, x0:x1].astype(np.float32)
+    sub = sub * (1.0 - LABEL_ALPHA) + np.asarray(color, np.float32) * LABEL_ALPHA
+    canvas[y0:y1, x0:x1] = np.clip(sub + 0.5, 0, 255).astype(np.uint8)
+    ink = _text_color(color)
+    y = y0 + pad
+    for text, scale in lines:
+        (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        y += th
+        cv2.putText(canvas, text, (x0 + pad, y), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thickness, cv2.LINE_AA)
+        y += base + pad
+
+
+def label_lines(i: int, prediction: Prediction, occlusion: OcclusionGraph) -> tuple[str, Optional[str]]:
+    """Label of instance ``i``: ``#3 box .85 occ 27%`` (no share when ~0) and ``behind #0,#4`` or None."""
+    score = f"{float(prediction.scores[i]):.2f}"
+    score = score[1:] if score.startswith("0") else score
+    head = f"#{i} {prediction.class_names[i]} {score}"
+    rate = 100.0 * float(occlusion.occlusion_rate[i])
+    if rate >= 0.5:
+        head += f" occ {rate:.0f}%"
+    ids = occlusion.occluder_ids[i]
+    return head, ("behind " + ",".join(f"#{j}" for j in ids)) if ids else None
 
 
 def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
                  occlusion: Optional[OcclusionGraph] = None, mask_threshold: float = 0.5,
-                 arrows: bool = True) -> np.ndarray:
-    """RGB uint8 overlay (same size as ``image_rgb``) of the amodal instances of ``prediction``."""
+                 arrows: bool = True, min_long_side: int = 0) -> np.ndarray:
+    """RGB uint8 overlay of the amodal instances of ``prediction`` on ``image_rgb``.
+
+    The overlay has the input's size by default. With ``min_long_side`` > the image's longer side
+    it is rendered LARGER, scaled so that its longer side is ``min_long_side`` (image linearly
+    interpolated, masks resized smoothly then binarised), so that labels stay legible on small
+    images; ``READABLE_LONG_SIDE`` (640) suits a person looking at the file. The occlusion graph
+    (computed here when not given) is always that of the input resolution.
+    """
     if not (isinstance(image_rgb, np.ndarray) and image_rgb.ndim == 3 and image_rgb.shape[2] == 3
             and image_rgb.dtype == np.uint8):
         got = getattr(image_rgb, "shape", type(image_rgb).__name__)
         raise InputError(f"image_rgb must be an HxWx3 uint8 array, got {got}")
+    if int(min_long_side) < 0:
+        raise InputError(f"min_long_side must be >= 0, got {min_long_side}")
     h, w = image_rgb.shape[:2]
     n = len(prediction)
     if n and prediction.amodal_masks.shape[1:] != (h, w):
@@ -108,46 +220,77 @@ def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
         occlusion = compute_occlusion_graph(prediction, mask_threshold=mask_threshold)
     if len(occlusion.occluder_ids) != n:
         raise InputError(f"occlusion graph has {len(occlusion.occluder_ids)} instances, prediction {n}")
-    amodal = _binary(prediction.amodal_masks, mask_threshold)
-    visible = _binary(prediction.visible_masks, mask_threshold)
-    invisible = _binary(prediction.invisible_masks, mask_threshold)
 
-    canvas = image_rgb.astype(np.float32)
-    yy, xx = np.indices((h, w), dtype=np.int32)
-    hatch = ((xx + yy) % HATCH_PERIOD) < 2
-    colors = [class_color(int(prediction.category_ids[i])) for i in range(n)]
-    boxes = [tuple(int(v) for v in mask_ops.mask_box(amodal[i] | visible[i] | invisible[i]))
-             for i in range(n)]
+    scale = max(1.0, int(min_long_side) / max(h, w))
+    out_w, out_h = int(round(w * scale)), int(round(h * scale))
+    image = image_rgb if scale == 1.0 else cv2.resize(image_rgb, (out_w, out_h),
+                                                      interpolation=cv2.INTER_LINEAR)
+    if n == 0:
+        return image.copy()
+    size = (out_w, out_h)
+    amodal = _resized(prediction.amodal_masks, mask_threshold, size)
+    visible = _resized(prediction.visible_masks, mask_threshold, size)
+    invisible = _resized(prediction.invisible_masks, mask_threshold, size)
+
+    # Sizes of lines, hatching and text follow the output size (640 px: 2 px outlines, 0.42 text).
+    long_side = max(out_h, out_w)
+    line = max(1, int(round(long_side / 360)))
+    thin = max(1, line // 2)
+    hatch_period = max(6, int(round(long_side / 80)))
+    font = min(1.6, max(0.3, 0.42 * long_side / 640))
+    font_thickness = 1 if font < 0.75 else 2
+
+    colors = instance_colors(prediction.category_ids)
+    boxes = [_box(amodal[i] | visible[i] | invisible[i]) for i in range(n)]
+    canvas = image.astype(np.float32)
+    yy, xx = np.indices((out_h, out_w), dtype=np.int32)
+    hatch = ((xx + yy) % hatch_period) < max(1, hatch_period // 4)
     for i in range(n):
-        _blend(canvas, visible[i], colors[i], VISIBLE_ALPHA, boxes[i])
-    # Hidden parts go on top, so one sees "through" the occluder: a light tint plus hatching.
+        if boxes[i] is not None:
+            _blend(canvas, visible[i], colors[i], VISIBLE_ALPHA, boxes[i])
+    # Hidden parts go on top, so one sees "through" the occluder: a light veil, tint and hatching.
     for i in range(n):
-        _blend(canvas, invisible[i], (255, 255, 255), INVISIBLE_ALPHA, boxes[i])
-        _blend(canvas, invisible[i], colors[i], INVISIBLE_ALPHA, boxes[i])
-        _blend(canvas, invisible[i] & hatch, colors[i], 0.8, boxes[i])
+        if boxes[i] is not None:
+            _blend(canvas, invisible[i], (255, 255, 255), HIDDEN_VEIL, boxes[i])
+            _blend(canvas, invisible[i], colors[i], HIDDEN_ALPHA, boxes[i])
+            _blend(canvas, invisible[i] & hatch, colors[i], HATCH_ALPHA, boxes[i])
     out = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
-    thickness = max(1, int(round(min(h, w) / 400)))
     for i in range(n):
-        _draw_dashed(out, amodal[i], colors[i], thickness)
-        cv2.drawContours(out, _contours(visible[i]), -1, colors[i], thickness, cv2.LINE_AA)
+        _draw_dashed(out, amodal[i], colors[i], thin, DASH * line)
+        cv2.drawContours(out, _contours(visible[i]), -1, colors[i], line, cv2.LINE_AA)
     if arrows:
+        # Short arrows: from the occluder's centre towards the part it hides, cut to ``reach``.
+        tip, reach = 4 * line + 3, 0.09 * long_side
         for i in range(n):
-            target = _centroid(invisible[i], boxes[i])
-            for j in occlusion.occluder_ids[i]:
-                source = _centroid(visible[j], boxes[j])
-                if target is None or source is None or source == target:
+            for j, share in zip(occlusion.occluder_ids[i], occlusion.occluder_overlap[i]):
+                if share < ARROW_MIN_SHARE:
                     continue
-                cv2.arrowedLine(out, source, target, (0, 0, 0), thickness + 2, cv2.LINE_AA, tipLength=0.08)
-                cv2.arrowedLine(out, source, target, (255, 255, 255), thickness, cv2.LINE_AA,
-                                tipLength=0.08)
-    scale = max(0.35, min(h, w) / 1200.0)
-    taken: list = []
+                start, target = _centroid(visible[j]), _centroid(invisible[i] & visible[j])
+                if start is None or target is None:
+                    continue
+                dx, dy = start[0] - target[0], start[1] - target[1]
+                length = float(np.hypot(dx, dy))
+                if length < 3 * tip:
+                    continue  # the occluder's centre lies on what it hides: the label says it
+                cut = min(1.0, reach / length)
+                source = (int(round(target[0] + dx * cut)), int(round(target[1] + dy * cut)))
+                length *= cut
+                cv2.arrowedLine(out, source, target, (0, 0, 0), thin + 2, cv2.LINE_AA, tipLength=tip / length)
+                cv2.arrowedLine(out, source, target, (255, 255, 255), thin, cv2.LINE_AA,
+                                tipLength=tip / length)
+
+    pad = max(2, int(round(3 * font / 0.42)))
+    texts, sizes = [], []
     for i in range(n):
-        box = tuple(int(v) for v in prediction.amodal_boxes[i])
-        lines = [f"#{i} {prediction.class_names[i]} {float(prediction.scores[i]):.2f} "
-                 f"occ {100.0 * float(occlusion.occlusion_rate[i]):.0f}%"]
-        if occlusion.occluder_ids[i]:
-            lines.append("behind " + ",".join(f"#{j}" for j in occlusion.occluder_ids[i]))
-        _label(out, lines, box, colors[i], scale, taken)
+        head, behind = label_lines(i, prediction, occlusion)
+        lines = [(head, font)] + ([(behind, 0.82 * font)] if behind else [])
+        dims = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, s, font_thickness) for t, s in lines]
+        sizes.append((max(d[0][0] for d in dims) + 2 * pad,
+                      sum(d[0][1] + d[1] for d in dims) + pad * (len(lines) + 1)))
+        texts.append(lines)
+    occupied = amodal.any(axis=0)
+    rects = layout_labels(sizes, boxes, (out_h, out_w), occupied=occupied)
+    for i in range(n):
+        _put_label(out, rects[i], texts[i], colors[i], pad, font_thickness)
     return out

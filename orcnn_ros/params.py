@@ -11,6 +11,7 @@ from typing import Any, List
 
 from orcnn_core.config import from_dict, load_yaml
 from orcnn_core.errors import ConfigError
+from orcnn_core.occlusion import DEFAULT_MIN_OVERLAP, DEFAULT_MIN_PIXELS
 
 NODE_NAME = "orcnn_node"
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -31,8 +32,8 @@ class NodeParams:
     qos_reliability: str = "best_effort"  # best_effort (sensor data) | reliable
     qos_depth: int = 1                 # subscription queue depth (1: always the newest frame)
     publish_overlay: bool = True       # publish amodal/overlay while someone subscribes
-    occluder_min_overlap: float = 0.05  # fraction of an instance's invisible area an occluder must hide
-    occluder_min_pixels: int = 10      # and at least this many pixels (ignores mask noise)
+    occluder_min_overlap: float = DEFAULT_MIN_OVERLAP  # share of an instance's hidden area an occluder covers
+    occluder_min_pixels: int = DEFAULT_MIN_PIXELS      # and at least this many pixels (ignores mask noise)
     mask_threshold: float = 0.5        # probability masks are binarised at this value
     diagnostics_period_s: float = 1.0  # /diagnostics publishing period
     autostart: bool = True             # configure + activate at startup

@@ -18,7 +18,12 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from orcnn_core.occlusion import OcclusionGraph, compute_occlusion_graph
+from orcnn_core.occlusion import (
+    DEFAULT_MIN_OVERLAP,
+    DEFAULT_MIN_PIXELS,
+    OcclusionGraph,
+    compute_occlusion_graph,
+)
 from orcnn_core.structures import Prediction
 from orcnn_core.viz import draw_overlay
 from orcnn_ros.conversions import (
@@ -68,7 +73,8 @@ class AmodalPipeline:
     """Per-frame logic of the node: message in, AmodalInstanceArray (+ overlay) out."""
 
     def __init__(self, predictor: Predict, factories: MessageFactories, *,
-                 occluder_min_overlap: float = 0.05, occluder_min_pixels: int = 10,
+                 occluder_min_overlap: float = DEFAULT_MIN_OVERLAP,
+                 occluder_min_pixels: int = DEFAULT_MIN_PIXELS,
                  mask_threshold: float = 0.5, image_max_side: int = 4096,
                  class_names: Optional[list] = None, logger: Optional[Any] = None):
         self.predictor = predictor

@@ -6,7 +6,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orcnn_core.errors import InputError
-from orcnn_core.occlusion import compute_occlusion_graph, pick_order
+from orcnn_core.occlusion import (
+    DEFAULT_MIN_OVERLAP,
+    DEFAULT_MIN_PIXELS,
+    compute_occlusion_graph,
+    pick_order,
+)
 from orcnn_core.structures import Prediction
 
 H, W = 60, 80
@@ -77,6 +82,45 @@ def test_min_overlap_and_min_pixels_thresholds():
     assert low.occluder_ids[0] == [1, 2]
     assert high.occluder_ids[0] == [1]
     assert pixels.occluder_ids[0] == [1]
+
+
+def test_negligible_hidden_parts_make_no_occluder_edge_but_real_ones_do():
+    # a and b touch; a's mask claims 3 stray hidden pixels under b (noise), and b claims 4 under a:
+    # with min_pixels=1 that was a spurious 2-cycle. c really hides half of d.
+    a, b = rect(5, 25, 5, 25), rect(5, 25, 25, 45)
+    c, d = rect(35, 55, 20, 40), rect(35, 55, 10, 30)
+    amodal = np.stack([a | rect(10, 13, 25, 26), b | rect(10, 14, 24, 25), c, d])
+    visible = np.stack([a, b, c, d & ~c])
+    g = compute_occlusion_graph((amodal, visible))
+    assert g.occluder_ids == [[], [], [], [2]]
+    assert g.occlusion_rate[0] > 0  # the measured share is still reported
+    noisy = compute_occlusion_graph((amodal, visible), min_pixels=1, min_invisible_fraction=0.0)
+    assert noisy.occluder_ids == [[1], [0], [], [2]]
+
+
+def test_hidden_part_below_min_invisible_fraction_of_the_amodal_area_is_noise():
+    big = rect(2, 58, 2, 72)              # 3920 px amodal
+    front = rect(2, 6, 72 - 5, 78)       # hides 4x5 = 20 px of big: >= 10 px but 0.5% of its area
+    amodal, visible = layered([big, front], depth_order=[0, 1])
+    hidden = np.count_nonzero(amodal[0] & ~visible[0])
+    assert hidden >= DEFAULT_MIN_PIXELS and hidden < 0.01 * np.count_nonzero(big)
+    assert compute_occlusion_graph((amodal, visible)).occluder_ids == [[], []]
+    assert compute_occlusion_graph((amodal, visible), min_invisible_fraction=0.0).occluder_ids == [[1], []]
+    assert compute_occlusion_graph((amodal, visible), min_invisible_fraction=0.004).occluder_ids == [[1], []]
+    with pytest.raises(InputError, match="min_invisible_fraction"):
+        compute_occlusion_graph((amodal, visible), min_invisible_fraction=-0.1)
+
+
+def test_node_defaults_come_from_the_core_constants():
+    from pathlib import Path
+
+    from orcnn_ros.params import NodeParams, load_params_yaml
+
+    assert NodeParams().occluder_min_overlap == DEFAULT_MIN_OVERLAP
+    assert NodeParams().occluder_min_pixels == DEFAULT_MIN_PIXELS
+    shipped = load_params_yaml(Path(__file__).resolve().parents[1] / "config" / "orcnn_node.yaml")
+    assert (shipped.occluder_min_overlap, shipped.occluder_min_pixels) == (DEFAULT_MIN_OVERLAP,
+                                                                         DEFAULT_MIN_PIXELS)
 
 
 def test_given_invisible_masks_are_used_instead_of_the_difference():

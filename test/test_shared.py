@@ -32,7 +32,8 @@ def test_rle_round_trip_and_json(seed: int) -> None:
     assert np.array_equal(mask_ops.decode(rle), mask)
     assert mask_ops.area(rle) == int(mask.sum())
     stack = np.stack([mask, ~mask])
-    assert [np.array_equal(mask_ops.decode(r), m) for r, m in zip(mask_ops.encode_many(stack), stack)] == [True, True]
+    decoded = [mask_ops.decode(r) for r in mask_ops.encode_many(stack)]
+    assert np.array_equal(np.stack(decoded), stack)
 
 
 def test_uncompressed_rle_and_polygon() -> None:
@@ -49,8 +50,8 @@ def test_uncompressed_rle_and_polygon() -> None:
             current, count = v, 1
     runs.append(count)
     assert np.array_equal(mask_ops.decode({"size": [10, 12], "counts": runs}), mask)
-    assert np.array_equal(mask_ops.decode(mask_ops.segmentation_to_rle({"size": [10, 12], "counts": runs}, 10, 12)),
-                          mask)
+    compressed = mask_ops.segmentation_to_rle({"size": [10, 12], "counts": runs}, 10, 12)
+    assert np.array_equal(mask_ops.decode(compressed), mask)
     poly_rle = mask_ops.segmentation_to_rle([3, 2, 9, 2, 9, 6, 3, 6], 10, 12)  # flat polygon (COCOA raw)
     reference = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects([[3, 2, 9, 2, 9, 6, 3, 6]], 10, 12)))
     assert np.array_equal(mask_ops.decode(poly_rle), reference.astype(bool))
@@ -79,7 +80,8 @@ def test_boxes_iou_union() -> None:
     assert iou[0, 0] == pytest.approx(inter / uni)
     assert iou[0, 1] == pytest.approx(1.0)
     assert np.array_equal(mask_ops.decode(mask_ops.union([mask_ops.encode(a), mask_ops.encode(b)])), a | b)
-    assert np.array_equal(mask_ops.decode(mask_ops.intersection([mask_ops.encode(a), mask_ops.encode(b)])), a & b)
+    both = [mask_ops.encode(a), mask_ops.encode(b)]
+    assert np.array_equal(mask_ops.decode(mask_ops.intersection(both)), a & b)
     assert mask_ops.xywh_to_xyxy(mask_ops.xyxy_to_xywh((1, 2, 5, 9))) == (1.0, 2.0, 5.0, 9.0)
 
 
@@ -117,8 +119,8 @@ def test_prediction_results_entries() -> None:
     assert len(sub) == 2 and sub.class_names == ["b", "a"]
     probabilities = pred.amodal_masks.astype(np.float32) * 0.8
     pred_prob = dataclasses.replace(pred, amodal_masks=probabilities)
-    assert np.array_equal(mask_ops.decode(prediction_to_results(pred_prob, 1, threshold=0.5)[0]["segmentation"]),
-                          amodal[0])
+    first = prediction_to_results(pred_prob, 1, threshold=0.5)[0]
+    assert np.array_equal(mask_ops.decode(first["segmentation"]), amodal[0])
     assert prediction_to_results(Prediction.empty(4, 5), 1) == []
 
 
