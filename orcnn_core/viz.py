@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from orcnn_core.errors import InputError
-from orcnn_core.occlusion import OcclusionGraph, compute_occlusion_graph
+from orcnn_core.occlusion import OcclusionGraph, graph_for
 from orcnn_core.structures import Prediction
 
 READABLE_LONG_SIDE = 640  # ``min_long_side`` at which the labels of a small image read well
@@ -216,10 +216,7 @@ def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
     if n and prediction.amodal_masks.shape[1:] != (h, w):
         raise InputError(f"prediction masks are {prediction.amodal_masks.shape[1:]} "
                          f"but the image is {(h, w)}")
-    if occlusion is None:
-        occlusion = compute_occlusion_graph(prediction, mask_threshold=mask_threshold)
-    if len(occlusion.occluder_ids) != n:
-        raise InputError(f"occlusion graph has {len(occlusion.occluder_ids)} instances, prediction {n}")
+    occlusion = graph_for(prediction, occlusion, mask_threshold)
 
     scale = max(1.0, int(min_long_side) / max(h, w))
     out_w, out_h = int(round(w * scale)), int(round(h * scale))

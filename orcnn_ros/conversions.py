@@ -16,7 +16,7 @@ import numpy as np
 
 from orcnn_core import masks as mask_ops
 from orcnn_core.errors import InputError
-from orcnn_core.occlusion import OcclusionGraph, compute_occlusion_graph
+from orcnn_core.occlusion import OcclusionGraph, graph_for
 from orcnn_core.structures import Prediction
 
 # Channels per supported raw encoding, and how to turn it into RGB.
@@ -169,13 +169,7 @@ def build_instance_array(prediction: Prediction, occlusion: Optional[OcclusionGr
     """``AmodalInstanceArray`` for one image; masks cropped to the amodal mask's tight box, mono8 0/255."""
     height, width = (int(v) for v in prediction.image_size)
     n = len(prediction)
-    if n and prediction.amodal_masks.shape[1:] != (height, width):
-        raise InputError(f"Prediction.image_size {(height, width)} disagrees with mask shape "
-                         f"{prediction.amodal_masks.shape[1:]}")
-    if occlusion is None:
-        occlusion = compute_occlusion_graph(prediction, mask_threshold=mask_threshold)
-    if len(occlusion.occluder_ids) != n:
-        raise InputError(f"occlusion graph has {len(occlusion.occluder_ids)} instances, prediction has {n}")
+    occlusion = graph_for(prediction, occlusion, mask_threshold)
     amodal = _binary(prediction.amodal_masks, mask_threshold)
     visible = _binary(prediction.visible_masks, mask_threshold)
     invisible = _binary(prediction.invisible_masks, mask_threshold)

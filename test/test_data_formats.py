@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mask_helpers import uncompressed_rle
 from pycocotools import mask as pycoco
 
 from orcnn_core.data import load_annotations, write_annotations
@@ -28,18 +29,6 @@ def rle(mask):
     return out
 
 
-def uncompressed_rle(mask):
-    """Column-major run lengths starting with zeros, as COCO stores crowd masks."""
-    flat = mask.astype(np.uint8).flatten(order="F")
-    counts, value, run = [], 0, 0
-    for pixel in flat:
-        if pixel == value:
-            run += 1
-        else:
-            counts.append(run)
-            value, run = pixel, 1
-    counts.append(run)
-    return {"size": [H, W], "counts": counts}
 
 
 def poly_mask(poly):

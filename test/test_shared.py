@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from mask_helpers import uncompressed_rle
 from pycocotools import mask as coco_mask
 
 from orcnn_core import masks as mask_ops
@@ -39,16 +40,7 @@ def test_rle_round_trip_and_json(seed: int) -> None:
 def test_uncompressed_rle_and_polygon() -> None:
     mask = np.zeros((10, 12), dtype=bool)
     mask[2:6, 3:9] = True
-    # uncompressed RLE: column-major run lengths starting with background
-    flat = mask.flatten(order="F").astype(np.uint8)
-    runs, current, count = [], 0, 0
-    for v in flat:
-        if v == current:
-            count += 1
-        else:
-            runs.append(count)
-            current, count = v, 1
-    runs.append(count)
+    runs = uncompressed_rle(mask)["counts"]
     assert np.array_equal(mask_ops.decode({"size": [10, 12], "counts": runs}), mask)
     compressed = mask_ops.segmentation_to_rle({"size": [10, 12], "counts": runs}, 10, 12)
     assert np.array_equal(mask_ops.decode(compressed), mask)
