@@ -17,3 +17,12 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
             value, run = pixel, 1
     counts.append(run)
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
+
+
+def coco_rle(mask: np.ndarray) -> dict:
+    """Compressed RLE with ``str`` counts, straight from pycocotools."""
+    from pycocotools import mask as pycoco
+
+    out = pycoco.encode(np.asfortranarray(mask.astype(np.uint8)))
+    out["counts"] = out["counts"].decode("ascii")
+    return out

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+from mask_helpers import coco_rle as rle
 from pycocotools import mask as pycoco
 
 from orcnn_core import cli
@@ -22,10 +23,6 @@ def rect(y0, y1, x0, x1):
     return m
 
 
-def rle(mask):
-    out = pycoco.encode(np.asfortranarray(mask.astype(np.uint8)))
-    out["counts"] = out["counts"].decode("ascii")
-    return out
 
 
 def poly(y0, y1, x0, x1):

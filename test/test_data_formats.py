@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mask_helpers import coco_rle as rle
 from mask_helpers import uncompressed_rle
 from pycocotools import mask as pycoco
 
@@ -23,10 +24,6 @@ def rect(y0, y1, x0, x1):
     return m
 
 
-def rle(mask):
-    out = pycoco.encode(np.asfortranarray(mask.astype(np.uint8)))
-    out["counts"] = out["counts"].decode("ascii")
-    return out
 
 
 
