@@ -7,7 +7,7 @@ of the far edge, unless a function says it returns COCO ``[x, y, w, h]``.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -109,21 +109,56 @@ def intersection(rles: Sequence[RLE]) -> RLE:
     return compress(mask_utils.merge([_to_pycoco(r) for r in rles], intersect=True))
 
 
-def iou_matrix(a: Sequence[RLE], b: Sequence[RLE]) -> np.ndarray:
-    """IoU between every RLE of ``a`` and of ``b`` (pycocotools, no crowd), shape (len(a), len(b))."""
+def iou_matrix(a: Sequence[RLE], b: Sequence[RLE], iscrowd: Optional[Sequence[int]] = None) -> np.ndarray:
+    """IoU of each RLE of ``a`` with each of ``b`` (pycocotools; ``iscrowd`` per ``b``, default none)."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)), dtype=np.float64)
-    return np.asarray(mask_utils.iou([_to_pycoco(r) for r in a], [_to_pycoco(r) for r in b],
-                                     [0] * len(b)), dtype=np.float64)
+    crowd = [0] * len(b) if iscrowd is None else [int(c) for c in iscrowd]
+    return np.asarray(mask_utils.iou([_to_pycoco(r) for r in a], [_to_pycoco(r) for r in b], crowd),
+                      dtype=np.float64)
+
+
+def difference_many(minuends: Sequence[RLE], subtrahends: Sequence[RLE]) -> list[RLE]:
+    """Pairwise ``minuend AND NOT subtrahend`` of same-size RLEs, in one batched decode/encode."""
+    if len(minuends) != len(subtrahends):
+        raise MaskFormatError(f"difference needs pairs, got {len(minuends)} and {len(subtrahends)} RLEs")
+    if len(minuends) == 0:
+        return []
+    # pycocotools' Fortran (H, W, N) layout: no per-mask copies.
+    stacked = mask_utils.decode([_to_pycoco(r) for r in list(minuends) + list(subtrahends)])
+    n = len(minuends)
+    rles = mask_utils.encode(np.asfortranarray(stacked[:, :, :n] & (1 - stacked[:, :, n:])))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return list(rles)
+
+
+def difference(minuend: RLE, subtrahend: RLE) -> RLE:
+    """``minuend AND NOT subtrahend`` of two same-size RLEs (e.g. invisible = amodal - visible)."""
+    return difference_many([minuend], [subtrahend])[0]
+
+
+def binarize(masks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Bool masks as they are; probability masks as ``masks >= threshold``."""
+    return masks if masks.dtype == bool else masks >= threshold
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     """Tight ``(x0, y0, x1, y1)`` box of a bool mask (far edge exclusive); zeros when empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    if ys.size == 0:
-        return (0.0, 0.0, 0.0, 0.0)
-    xs = np.flatnonzero(mask.any(axis=0))
-    return (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))
+    if mask.ndim != 2:
+        raise MaskFormatError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    return tuple(float(v) for v in mask_boxes(mask[None])[0])
+
+
+def mask_boxes(masks: np.ndarray) -> np.ndarray:
+    """(N, 4) float32 tight ``(x0, y0, x1, y1)`` boxes of an NxHxW mask stack; zeros for empty masks."""
+    if masks.ndim != 3:
+        raise MaskFormatError(f"mask stack must be 3-D (N, H, W), got shape {masks.shape}")
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    height, width = masks.shape[1:]
+    boxes = np.stack([cols.argmax(1), rows.argmax(1),
+                      width - cols[:, ::-1].argmax(1), height - rows[:, ::-1].argmax(1)], axis=1)
+    return (boxes * rows.any(1, keepdims=True)).astype(np.float32)
 
 
 def rle_box(rle: RLE) -> tuple[float, float, float, float]:

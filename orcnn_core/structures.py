@@ -137,12 +137,9 @@ def prediction_to_results(prediction: Prediction, image_id: int, file_name: str 
     compressed RLE; ``bbox`` is the amodal box and ``visible_bbox`` the visible one, COCO xywh.
     Probability masks are binarised at ``threshold``.
     """
-    def binary(m: np.ndarray) -> np.ndarray:
-        return m if m.dtype == bool else m >= threshold
-
-    amodal = mask_ops.encode_many(binary(prediction.amodal_masks)) if len(prediction) else []
-    visible = mask_ops.encode_many(binary(prediction.visible_masks)) if len(prediction) else []
-    invisible = mask_ops.encode_many(binary(prediction.invisible_masks)) if len(prediction) else []
+    amodal = mask_ops.encode_many(mask_ops.binarize(prediction.amodal_masks, threshold))
+    visible = mask_ops.encode_many(mask_ops.binarize(prediction.visible_masks, threshold))
+    invisible = mask_ops.encode_many(mask_ops.binarize(prediction.invisible_masks, threshold))
     results = []
     for i in range(len(prediction)):
         results.append({

@@ -155,3 +155,26 @@ def test_cli_help_lists_commands(capsys) -> None:
     assert main([]) == 2  # no command: usage and a non-zero exit
     names = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
     assert {"synth", "eval", "demo", "train", "predict"} <= names
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_batched_boxes_difference_binarize(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    stack = np.stack([_random_mask(rng) for _ in range(4)] + [np.zeros((24, 32), bool)])
+    boxes = mask_ops.mask_boxes(stack)
+    for mask, box in zip(stack, boxes):
+        ys, xs = np.nonzero(mask)
+        expected = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(ys) else (0, 0, 0, 0)
+        assert tuple(box) == expected
+    other = np.stack([_random_mask(rng) for _ in range(5)])
+    diffs = mask_ops.difference_many(mask_ops.encode_many(stack), mask_ops.encode_many(other))
+    for d, a, b in zip(diffs, stack, other):
+        assert np.array_equal(mask_ops.decode(d), a & ~b)
+    single = mask_ops.difference(mask_ops.encode(stack[0]), mask_ops.encode(other[0]))
+    assert np.array_equal(mask_ops.decode(single), stack[0] & ~other[0])
+    probs = rng.random((2, 4, 4)).astype(np.float32)
+    assert np.array_equal(mask_ops.binarize(probs, 0.3), probs >= 0.3)
+    assert mask_ops.binarize(stack) is stack
+    crowd_iou = mask_ops.iou_matrix([mask_ops.encode(stack[0])], [mask_ops.encode(stack[0] | stack[1])], [1])
+    inter = (stack[0] & (stack[0] | stack[1])).sum()
+    assert crowd_iou[0, 0] == pytest.approx(inter / stack[0].sum())
