@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, Type, TypeVar
@@ -12,10 +13,12 @@ import yaml
 from orcnn_core.errors import ConfigError
 
 T = TypeVar("T")
+_UNION_TYPES = (typing.Union, getattr(types, "UnionType", typing.Union))  # Optional[X] and X | None
 
 
 def from_dict(cls: Type[T], data: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; nested dataclass fields recurse; unknown keys raise."""
+    """Build dataclass ``cls`` from ``data``; nested (also ``Optional``) dataclass fields recurse;
+    unknown keys raise."""
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
@@ -30,7 +33,10 @@ def from_dict(cls: Type[T], data: dict[str, Any] | None, where: str = "") -> T:
     for name, value in data.items():
         hint = hints.get(name)
         key = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        optional = _optional_dataclass(hint)
+        if optional is not None:  # Optional[Spec]: None stays None, a mapping becomes a Spec
+            kwargs[name] = None if value is None else from_dict(optional, value, key)
+        elif dataclasses.is_dataclass(hint) and isinstance(hint, type):
             kwargs[name] = from_dict(hint, value, key)
         else:
             kwargs[name] = value
@@ -42,6 +48,18 @@ def from_dict(cls: Type[T], data: dict[str, Any] | None, where: str = "") -> T:
     if callable(validate):
         validate()
     return obj
+
+
+def _optional_dataclass(hint: Any) -> type | None:
+    """``Spec`` for an ``Optional[Spec]`` (``Spec | None``) hint of a dataclass ``Spec``, else None."""
+    if typing.get_origin(hint) not in _UNION_TYPES:
+        return None
+    args = typing.get_args(hint)
+    others = [a for a in args if a is not type(None)]
+    if len(others) == 1 and len(args) == 2 and dataclasses.is_dataclass(others[0]) \
+            and isinstance(others[0], type):
+        return others[0]
+    return None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

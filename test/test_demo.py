@@ -6,10 +6,12 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from orcnn_core.cli import main as cli_main
 from orcnn_core.data import load_annotations, synth
 from orcnn_core.engine import demo as demo_module
+from orcnn_core.errors import WeightsError
 from orcnn_core.evaluation import AmodalEvaluator
 from orcnn_core.model.weights import read_sidecar
 
@@ -76,3 +78,14 @@ def test_predict_folder_with_ground_truth_ids_and_a_corrupt_file(tmp_path):
     assert cli_main(["predict", "--images", str(images), "--out", str(out), "--device", "cpu"]) == 0
     by_name = {r["file_name"]: r["image_id"] for r in json.loads(out.read_text())}
     assert by_name and all(by_name[name] == {"000000.png": 1, "000001.png": 2}[name] for name in by_name)
+
+
+def test_load_predictor_defaults_to_the_bundled_model(tmp_path, monkeypatch):
+    predictor = demo_module.load_predictor(device="cpu", score_threshold=0.3)
+    assert predictor.score_threshold == 0.3 and predictor.device.type == "cpu"
+    assert predictor.class_names == read_sidecar(demo_module.bundled_weights()).class_names
+    monkeypatch.setattr(demo_module, "BUNDLED_WEIGHTS", tmp_path / "gone" / "demo_small.safetensors")
+    with pytest.raises(WeightsError, match="bundled demo model is missing"):
+        demo_module.load_predictor()
+    with pytest.raises(WeightsError, match="not found"):
+        demo_module.load_predictor(tmp_path / "nothing.safetensors", device="cpu")

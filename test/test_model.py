@@ -63,6 +63,19 @@ def test_occlusion_logits_are_amodal_minus_relu_visible_in_the_head():
                                torch.tensor([1.0, -2.0]))
 
 
+@pytest.mark.parametrize("variant", ["orcnn", "independent"])
+def test_class_logits_select_first_then_give_the_same_occlusion_logits(variant):
+    torch.manual_seed(0)
+    heads = AmodalMaskHeads(get_variant(variant), in_channels=8, channels=8, num_mask_classes=3)
+    features, labels = torch.randn(5, 8, 14, 14), torch.tensor([0, 1, 2, 2, 1])
+    full = heads(features)
+    selected = heads.class_logits(features, labels)
+    assert set(selected) == {"amodal", "visible", "invisible"}
+    for kind in selected:
+        torch.testing.assert_close(selected[kind], full[kind][torch.arange(5), labels])
+    assert set(heads.class_logits(features, labels, with_invisible=False)) == {"amodal", "visible"}
+
+
 def test_eval_invisible_probability_is_sigmoid_of_occlusion_logits_and_roi_align_runs_once():
     torch.manual_seed(0)
     model = build_model(tiny_config(num_classes=3)).eval()
@@ -244,3 +257,13 @@ def test_backbone_weights_load_from_a_local_torchvision_state_dict(tmp_path, suf
     broken = dataclasses.replace(cfg, backbone="mobilenet_v3_fpn", anchor_sizes=[16, 32, 64, 128])
     with pytest.raises(Exception, match="resnet18"):
         build_model(broken)
+
+
+def test_tight_boxes_agree_with_the_numpy_mask_boxes():
+    from orcnn_core.masks import mask_boxes
+    from orcnn_core.model.rcnn import tight_boxes
+
+    masks = np.zeros((3, 9, 7), bool)
+    masks[0, 2:5, 1:6] = True
+    masks[1, 8, 0] = True  # masks[2] stays empty
+    np.testing.assert_array_equal(tight_boxes(torch.from_numpy(masks)).numpy(), mask_boxes(masks))

@@ -43,6 +43,8 @@ def test_variant_losses_and_eval_outputs(variant, agnostic):
     assert set(losses) == EXPECTED_LOSSES[variant]
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
     sum(losses.values()).backward()
+    # Every trainable parameter is reached: DDP runs with find_unused_parameters=False.
+    assert not [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
 
     images = [torch.rand(3, 64, 64), torch.rand(3, 48, 80)]
     with torch.no_grad():
@@ -120,6 +122,14 @@ def test_matching_is_greedy_in_score_order():
     assert match_amodal_to_modal(amodal, [1, 1], [0.9, 0.5], modal, [1]) == [0, None]
     assert match_amodal_to_modal(amodal, [1, 1], [0.5, 0.9], modal, [1]) == [None, 0]
     assert match_amodal_to_modal(amodal, [1, 1], [0.9, 0.5], modal[:0], np.zeros(0)) == [None, None]
+
+
+def test_matching_accepts_tensor_inputs():
+    amodal = torch.from_numpy(masks_from_cells(ROW0, ROW0, ROW0))
+    modal = torch.from_numpy(masks_from_cells(ROW0[:2], ROW0[:3], ROW0))
+    got = match_amodal_to_modal(amodal, torch.tensor([1, 1, 2]), torch.tensor([0.9, 0.8, 0.7]),
+                                modal, torch.tensor([1, 1, 1]))
+    assert got == [2, 1, None]
 
 
 def _detections(masks, labels, scores):

@@ -167,3 +167,28 @@ def test_from_weights_and_from_config_yaml(tmp_path):
                     "  fpn_channels: 16\n  mask_head_channels: 8\n  box_representation_size: 16\n")
     from_yaml = Predictor.from_config(yaml, device="cpu")
     assert from_yaml.config.variant == "arcnn" and len(from_yaml.class_names) == 3
+
+
+def _member_detection(score: float, head, h: int = 48, w: int = 64) -> dict[str, torch.Tensor]:
+    """One hand-made member detection (rows 8-30, cols 10-40), dropped as the head's threshold would."""
+    mask = torch.zeros(1, 1, h, w)
+    mask[:, :, 8:30, 10:40] = 1.0
+    keep = score >= head.score_thresh
+    n = int(keep)
+    return {"boxes": torch.tensor([[10.0, 8.0, 40.0, 30.0]])[:n], "labels": torch.tensor([1])[:n],
+            "scores": torch.tensor([score])[:n], "amodal_masks": mask[:n], "visible_masks": mask[:n],
+            "invisible_masks": torch.zeros_like(mask)[:n],
+            "visible_boxes": torch.tensor([[10.0, 8.0, 40.0, 30.0]])[:n]}
+
+
+def test_merged_members_are_not_thresholded_before_merging(monkeypatch):
+    model = build_model(tiny_config(variant="merged"))
+    amodal, modal = model.amodal_model, model.modal_model
+    monkeypatch.setattr(amodal, "forward", lambda images: [_member_detection(0.6, amodal.roi_heads)])
+    monkeypatch.setattr(modal, "forward", lambda images: [_member_detection(0.3, modal.roi_heads)])
+    predictor = Predictor(model, model.config, device="cpu", score_threshold=0.4, max_instances=1)
+    prediction = predictor(image())
+    np.testing.assert_allclose(prediction.scores, [0.45], rtol=1e-6)  # (0.6 + 0.3) / 2
+    assert predictor.model.amodal_model.roi_heads.score_thresh == model.config.score_threshold
+    strict = Predictor(model, model.config, device="cpu", score_threshold=0.5)(image())
+    assert len(strict) == 0  # the merged score 0.45 is below 0.5

@@ -143,6 +143,15 @@ def test_unknown_config_key_is_named(tmp_path):
     assert cli_main(["train", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
 
 
+def test_unknown_keys_of_optional_data_splits_are_named():
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.train\.annotation'"):
+        train_config_from_dict({**TINY, "data": {"train": {"annotation": "a.json"}}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'data\.synthetic\.imgs'"):
+        train_config_from_dict({**TINY, "data": {"synthetic": {"imgs": 3}}})
+    cfg = train_config_from_dict({**TINY, "data": {"train": {"annotations": "a.json"}, "val": None}})
+    assert cfg.data.train.annotations == "a.json" and cfg.data.val is None
+
+
 def test_bad_values_and_sections_are_config_errors():
     with pytest.raises(ConfigError, match="schedule"):
         tiny_config(solver={"schedule": "linear"})

@@ -56,6 +56,14 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
+def _commit(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, give it plain-file permissions and rename it onto ``final`` (same folder)."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, _default_mode())
+    os.replace(tmp, final)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` for a temporary path next to ``path``, fsync it, then rename it onto ``path``."""
     path = Path(path)
@@ -64,10 +72,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
+        _commit(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -89,12 +94,8 @@ def atomic_save_weights(model: torch.nn.Module, model_config: Any, path: str | P
         save_weights(model, model_config, tmp)
         sidecar = tmp.with_suffix(".json")
         for produced, final in ((tmp, path), (sidecar, path.with_suffix(".json"))):
-            if not produced.is_file():
-                continue
-            with open(produced, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.chmod(produced, _default_mode())
-            os.replace(produced, final)
+            if produced.is_file():
+                _commit(produced, final)
     _fsync_dir(path.parent)
 
 

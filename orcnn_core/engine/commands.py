@@ -95,13 +95,12 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from orcnn_core.engine.demo import bundled_weights
+    from orcnn_core.engine.demo import bundled_weights, load_predictor
     from orcnn_core.engine.export import default_export_path, export_model
-    from orcnn_core.engine.predictor import Predictor
 
     width, height = _parse_size(args.size)
     weights = Path(args.weights) if args.weights else bundled_weights()
-    predictor = Predictor.from_weights(weights, device="cpu", score_threshold=args.score_threshold)
+    predictor = load_predictor(weights, device="cpu", score_threshold=args.score_threshold)
     out = Path(args.out) if args.out else default_export_path(weights, args.format)
     export_model(predictor.model, out, args.format, height=height, width=width,
                  score_threshold=predictor.score_threshold)

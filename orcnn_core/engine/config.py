@@ -175,16 +175,7 @@ def train_config_from_dict(data: dict[str, Any], where: str = "") -> TrainConfig
 
 
 def _data_config_from_dict(data: dict[str, Any] | None) -> DataConfig:
-    # from_dict does not recurse into Optional[...] fields: build the optional splits here.
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError("data: expected a mapping")
-    data = dict(data or {})
-    specs = {"train": DatasetSpec, "val": DatasetSpec, "synthetic": SyntheticSpec}
-    parsed = {name: from_dict(cls, data.pop(name), f"data.{name}")
-              for name, cls in specs.items() if data.get(name) is not None}
-    base = from_dict(DataConfig, data, "data")
-    for name, value in parsed.items():
-        setattr(base, name, value)
+    base = from_dict(DataConfig, data, "data")  # the Optional splits are dataclasses too
     base.check_sources()
     return base
 

@@ -7,11 +7,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from orcnn_core.errors import DatasetError, WeightsError
+
+if TYPE_CHECKING:
+    from orcnn_core.engine.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,16 @@ def bundled_weights() -> Path:
                            "reinstall orcnn, or pass --weights PATH to a trained model "
                            "(see orcnn_core/weights/README.md to rebuild it)")
     return BUNDLED_WEIGHTS
+
+
+def load_predictor(weights: str | Path | None = None, **kwargs) -> Predictor:
+    """``Predictor.from_weights(weights, **kwargs)``; ``None`` loads the bundled demo model.
+
+    WeightsError (naming the file) when the weights or their ``.json`` sidecar are missing.
+    """
+    from orcnn_core.engine.predictor import Predictor
+
+    return Predictor.from_weights(Path(weights) if weights is not None else bundled_weights(), **kwargs)
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -92,13 +105,11 @@ def run_demo(out_dir: str | Path = "demo_out", images_dir: Optional[str | Path] 
              score_threshold: Optional[float] = None, print_fn=print) -> list[ImageSummary]:
     """Run a model on images (a folder, or fresh synthetic scenes) and write overlays + results JSON."""
     from orcnn_core.data.images import read_image_rgb, write_png_rgb
-    from orcnn_core.engine.predictor import Predictor
     from orcnn_core.occlusion import compute_occlusion_graph
     from orcnn_core.structures import prediction_to_results
     from orcnn_core.viz import READABLE_LONG_SIDE, draw_overlay
 
-    weights = Path(weights) if weights is not None else bundled_weights()
-    predictor = Predictor.from_weights(weights, device=device, score_threshold=score_threshold)
+    predictor = load_predictor(weights, device=device, score_threshold=score_threshold)
     out_dir = Path(out_dir)
     if images_dir is not None:
         folder = Path(images_dir)
@@ -136,7 +147,6 @@ def predict_folder(images_dir: str | Path, out_json: str | Path, weights: Option
                    score_threshold: Optional[float] = None, gt: Optional[str | Path] = None) -> int:
     """Predict every image of a folder into a results JSON (``orcnn eval`` input); returns images done."""
     from orcnn_core.data.images import read_image_rgb, write_png_rgb
-    from orcnn_core.engine.predictor import Predictor
     from orcnn_core.structures import prediction_to_results
 
     folder = Path(images_dir)
@@ -144,8 +154,7 @@ def predict_folder(images_dir: str | Path, out_json: str | Path, weights: Option
     if not paths:
         raise DatasetError(f"--images: no png/jpg/jpeg/bmp files in {folder}")
     gt_ids = ids_from_ground_truth(gt) if gt is not None else None
-    weights = Path(weights) if weights is not None else bundled_weights()
-    predictor = Predictor.from_weights(weights, device=device, score_threshold=score_threshold)
+    predictor = load_predictor(weights, device=device, score_threshold=score_threshold)
     results: list[dict] = []
     done = 0
     pending: list[tuple[int, str, np.ndarray]] = []

@@ -10,10 +10,12 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 
+from orcnn_core.engine.predictor import resolve_device  # noqa: F401  (one resolver, re-exported)
 from orcnn_core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -47,14 +49,21 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"environment variable {name} must be an integer (got {value!r})") from exc
 
 
-def init_distributed(device: torch.device, timeout_s: float = 3600.0) -> DistributedContext:
+def context_from_env() -> DistributedContext:
+    """This process's place in the job from ``torchrun``'s ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``."""
+    return DistributedContext(rank=_env_int("RANK", 0), world_size=_env_int("WORLD_SIZE", 1),
+                              local_rank=_env_int("LOCAL_RANK", 0))
+
+
+def init_distributed(device: torch.device, timeout_s: float = 3600.0,
+                     context: Optional[DistributedContext] = None) -> DistributedContext:
     """Join the process group ``torchrun`` describes (nccl on CUDA, gloo on CPU); no-op for one process.
 
     The timeout bounds every collective, including the wait of the other ranks while rank 0 evaluates.
+    ``context`` defaults to ``context_from_env()``.
     """
-    world_size = _env_int("WORLD_SIZE", 1)
-    context = DistributedContext(rank=_env_int("RANK", 0), world_size=world_size,
-                                 local_rank=_env_int("LOCAL_RANK", 0))
+    context = context_from_env() if context is None else context
+    world_size = context.world_size
     if world_size <= 1:
         return context
     if not dist.is_available():
@@ -67,21 +76,6 @@ def init_distributed(device: torch.device, timeout_s: float = 3600.0) -> Distrib
                                 world_size=world_size, timeout=datetime.timedelta(seconds=timeout_s))
         logger.info("joined process group: rank %d of %d (%s)", context.rank, world_size, backend)
     return context
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when present (``cuda:LOCAL_RANK`` under torchrun), else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"train.device: not a device: {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} asked for but CUDA is not available")
-    return device
 
 
 def barrier(context: DistributedContext) -> None:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from orcnn_core.errors import ConfigError, InputError
+from orcnn_core.model.rcnn import name_mask_channels
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +90,9 @@ class ExportableModel(nn.Module):
         keep = torch.where(detection["scores"] >= self.score_threshold)[0]  # as the Predictor filters
         boxes = resize_boxes(detection["boxes"][keep], images.image_sizes[0], (self.height, self.width))
         probs = paste_masks_grid(detection["mask_probs"][keep], boxes, self.height, self.width)
-        kinds = list(model.roi_heads.kinds)
-        channel = {kind: probs[:, c] for c, kind in enumerate(kinds)}
-        amodal = channel.get("amodal", channel.get("visible"))
-        visible = channel.get("visible", amodal)
-        invisible = channel.get("invisible", torch.zeros_like(amodal))
-        return boxes, detection["labels"][keep], detection["scores"][keep], amodal, visible, invisible
+        masks = name_mask_channels(probs, model.roi_heads.kinds)
+        return (boxes, detection["labels"][keep], detection["scores"][keep],
+                masks["amodal"][:, 0], masks["visible"][:, 0], masks["invisible"][:, 0])
 
 
 def _example(height: int, width: int, seed: int = 0) -> Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 from orcnn_core.errors import ConfigError, InputError
 from orcnn_core.model.builder import build_model
 from orcnn_core.model.config import ModelConfig, load_model_config
+from orcnn_core.model.merged import MergedRCNN
 from orcnn_core.model.rcnn import tight_boxes
 from orcnn_core.model.weights import load_weights
 from orcnn_core.structures import Prediction
@@ -26,21 +27,28 @@ MAX_IMAGE_SIDE = 8192
 COLOR_ORDERS = ("rgb", "bgr")
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device."""
+def resolve_device(device: str, local_rank: Optional[int] = None, *, field: str = "device") -> torch.device:
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device.
+
+    With ``local_rank`` (a ``torchrun`` process), ``auto`` on a CUDA machine and ``cuda`` mean
+    ``cuda:LOCAL_RANK``. ``field`` names the setting in error messages.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and local_rank is not None:
+        device = f"cuda:{local_rank}"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"device: {device!r} is not 'auto', 'cpu' or 'cuda:N'") from exc
+        raise ConfigError(f"{field}: {device!r} is not 'auto', 'cpu' or 'cuda:N'") from exc
     if resolved.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device: {device!r} is not 'auto', 'cpu' or 'cuda:N'")
+        raise ConfigError(f"{field}: {device!r} is not 'auto', 'cpu' or 'cuda:N'")
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device: {device!r} asked for, but CUDA is not available here")
+            raise ConfigError(f"{field}: {device!r} asked for, but CUDA is not available here")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ConfigError(f"device: {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
+            count = torch.cuda.device_count()
+            raise ConfigError(f"{field}: {device!r} does not exist ({count} CUDA devices)")
     return resolved
 
 
@@ -145,11 +153,20 @@ class Predictor:
     def _detector_limits(self):
         """Apply this Predictor's score threshold / instance cap inside the detector, then restore."""
         # Thresholding before NMS and top-k (not only afterwards) also saves pasting masks; restoring
-        # keeps Predictors that share one model independent.
+        # keeps Predictors that share one model independent. The members of a merged model are only
+        # loosened (never a higher threshold or a lower cap than their own): a modal result below the
+        # threshold can still lift its amodal partner's merged score above it, and ``_to_prediction``
+        # applies threshold and cap to the merged results.
         heads = [m for m in self.model.modules()
                  if hasattr(m, "score_thresh") and hasattr(m, "detections_per_img")]
         saved = [(m.score_thresh, m.detections_per_img) for m in heads]
+        members_only = isinstance(self.model, MergedRCNN)
         for module in heads:
+            if members_only:
+                module.score_thresh = min(module.score_thresh, self.score_threshold)
+                if self.max_instances is not None:
+                    module.detections_per_img = max(module.detections_per_img, self.max_instances)
+                continue
             module.score_thresh = self.score_threshold
             if self.max_instances is not None:
                 module.detections_per_img = self.max_instances

@@ -61,15 +61,11 @@ class TrainData:
 
 
 def _train_transforms(cfg: TrainConfig):
-    from orcnn_core.data.transforms import ColorJitter, Compose, HorizontalFlip, RandomApply
+    from orcnn_core.data.transforms import build_transforms
 
-    # Resizing is the model's job (GeneralizedRCNNTransform); only the random parts live here.
-    steps = []
-    if cfg.data.flip_prob > 0:
-        steps.append(RandomApply(HorizontalFlip(), cfg.data.flip_prob))
-    if cfg.data.color_jitter > 0:
-        steps.append(ColorJitter(cfg.data.color_jitter, cfg.data.color_jitter, cfg.data.color_jitter))
-    return Compose(steps) if steps else None
+    # Resizing is the model's job (GeneralizedRCNNTransform); only flip/jitter here.
+    transforms = build_transforms(cfg.data, train=True, resize=False)
+    return transforms if transforms.transforms else None
 
 
 def synthetic_records(count: int, seed: int, classes: int, size: Sequence[int], occlusion: str
@@ -395,10 +391,11 @@ class Trainer:
         self.model_without_ddp = model.to(device)
         self.model: nn.Module = self.model_without_ddp
         if context.enabled:
-            # Variants without some mask head leave parameters without gradients.
+            # Every variant's losses reach every trainable parameter (a variant builds only the mask
+            # heads it trains), so DDP need not search the graph for unused ones each step.
             self.model = nn.parallel.DistributedDataParallel(
                 self.model_without_ddp, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=True)
+                find_unused_parameters=False)
         solver = cfg.solver
         self.optimizer = build_optimizer(self.model_without_ddp, solver)
         self.scheduler = build_lr_scheduler(self.optimizer, solver)
@@ -577,11 +574,9 @@ def train(cfg: TrainConfig | str | Path, out_dir: str | Path, resume: bool = Fal
     if not isinstance(cfg, TrainConfig):
         cfg = load_train_config(cfg)
     out_dir = Path(out_dir)
-    context = dist_utils.DistributedContext(
-        rank=dist_utils._env_int("RANK", 0), world_size=dist_utils._env_int("WORLD_SIZE", 1),
-        local_rank=dist_utils._env_int("LOCAL_RANK", 0))
-    device = dist_utils.resolve_device(cfg.train.device, context.local_rank)
-    context = dist_utils.init_distributed(device)
+    context = dist_utils.context_from_env()
+    device = dist_utils.resolve_device(cfg.train.device, context.local_rank, field="train.device")
+    context = dist_utils.init_distributed(device, context=context)
     try:
         seed_everything(cfg.train.seed)
         data = build_train_data(cfg)  # before the model: a missing dataset fails fast

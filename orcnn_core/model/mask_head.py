@@ -47,7 +47,8 @@ class AmodalMaskHeads(nn.Module):
         self.branches = nn.ModuleDict({kind: MaskBranch(in_channels, channels, num_mask_classes)
                                        for kind in spec.mask_branches})
 
-    def forward(self, roi_features: torch.Tensor, with_invisible: bool = True) -> dict[str, torch.Tensor]:
+    def branch_logits(self, roi_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(P, classes, M, M) logits of each branch the variant has."""
         logits = {}
         if "amodal" in self.branches:
             logits["amodal"] = self.branches["amodal"](roi_features)
@@ -55,10 +56,25 @@ class AmodalMaskHeads(nn.Module):
             # independent variant: the visible loss must not train the shared RoI features.
             visible_input = roi_features.detach() if self.detach_visible else roi_features
             logits["visible"] = self.branches["visible"](visible_input)
-        if with_invisible and len(logits) == 2:
+        return logits
+
+    def add_invisible(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add the occlusion logits to amodal + visible ``logits`` (any shape); others pass unchanged."""
+        if len(logits) == 2:
             amodal = logits["amodal"].detach() if self.detach_visible else logits["amodal"]
             logits["invisible"] = occlusion_logits(amodal, logits["visible"])
         return logits
+
+    def forward(self, roi_features: torch.Tensor, with_invisible: bool = True) -> dict[str, torch.Tensor]:
+        logits = self.branch_logits(roi_features)
+        return self.add_invisible(logits) if with_invisible else logits
+
+    def class_logits(self, roi_features: torch.Tensor, labels: torch.Tensor,
+                     with_invisible: bool = True) -> dict[str, torch.Tensor]:
+        """(P, M, M) logits of each proposal's class; occlusion logits on that class only (cheaper)."""
+        logits = {kind: select_class(value, labels)
+                  for kind, value in self.branch_logits(roi_features).items()}
+        return self.add_invisible(logits) if with_invisible else logits
 
 
 def crop_mask_targets(gt_masks: torch.Tensor, proposals: torch.Tensor, matched_idxs: torch.Tensor,

@@ -34,7 +34,9 @@ def match_amodal_to_modal(amodal_masks, amodal_labels, amodal_scores, modal_mask
     inter = amodal @ modal.T
     union = amodal.sum(1, keepdim=True) + modal.sum(1)[None] - inter
     iou = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter))
-    iou[a_labels.reshape(-1, 1) != m_labels.reshape(1, -1)] = -1.0  # other class: never a match
+    # Small (N, M): one transfer, so the greedy loop runs on the CPU without a device sync per step.
+    iou = iou.cpu()
+    iou[a_labels.cpu().reshape(-1, 1) != m_labels.cpu().reshape(1, -1)] = -1.0  # other class: no match
     taken = torch.zeros(modal.shape[0], dtype=torch.bool)
     order = torch.argsort(_as_tensor(amodal_scores).float(), descending=True, stable=True)
     for i in order.tolist():
@@ -59,7 +61,7 @@ def merge_detections(amodal: dict[str, Tensor], modal: dict[str, Tensor], iou_th
                                     modal["visible_masks"] >= mask_threshold, modal["labels"], iou_threshold)
     visible_masks = amodal_masks.clone()
     scores = amodal["scores"].clone()
-    matched = torch.zeros(len(matches), dtype=torch.bool)
+    matched = torch.zeros(len(matches), dtype=torch.bool, device=amodal_masks.device)
     for i, j in enumerate(matches):
         if j is not None:
             visible_masks[i] = modal["visible_masks"][j]

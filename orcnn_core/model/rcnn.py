@@ -50,7 +50,10 @@ def paste_mask_channels(masks: Tensor, boxes: Tensor, image_size: tuple[int, int
 
 
 def tight_boxes(masks: Tensor) -> Tensor:
-    """(N, 4) float ``x0 y0 x1 y1`` tight boxes (far edge exclusive) of (N, H, W) bool masks; 0 if empty."""
+    """(N, 4) float ``x0 y0 x1 y1`` tight boxes (far edge exclusive) of (N, H, W) bool masks; 0 if empty.
+
+    The torch twin of ``orcnn_core.masks.mask_boxes``: it stays on the masks' device.
+    """
     rows, cols = masks.any(dim=2), masks.any(dim=1)
     height, width = masks.shape[-2:]
     y0 = rows.float().argmax(dim=1)
@@ -59,6 +62,19 @@ def tight_boxes(masks: Tensor) -> Tensor:
     x1 = width - cols.flip(1).float().argmax(dim=1)
     boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
     return boxes * rows.any(dim=1, keepdim=True)
+
+
+def name_mask_channels(probs: Tensor, kinds) -> dict[str, Tensor]:
+    """``amodal``, ``visible``, ``invisible`` (N, 1, ...) slices of (N, len(kinds), ...) mask channels.
+
+    A model without a head copies the other mask (paper 4.1); without both, invisible is zeros.
+    """
+    masks = {kind: probs[:, c:c + 1] for c, kind in enumerate(kinds)}
+    masks.setdefault("amodal", masks.get("visible"))
+    masks.setdefault("visible", masks["amodal"])
+    if "invisible" not in masks:
+        masks["invisible"] = torch.zeros_like(masks["amodal"])
+    return masks
 
 
 class AmodalTransform(GeneralizedRCNNTransform):
@@ -188,13 +204,7 @@ class OcclusionRCNN(FasterRCNN):
 
     def assemble_output(self, detection: dict[str, Tensor]) -> dict[str, Tensor]:
         """Name the pasted mask channels; models without a head copy the other mask (paper 4.1)."""
-        probs = detection.pop("mask_probs")
-        kinds = self.roi_heads.kinds
-        masks = {kind: probs[:, c:c + 1] for c, kind in enumerate(kinds)}
-        masks.setdefault("amodal", masks.get("visible"))
-        masks.setdefault("visible", masks["amodal"])
-        if "invisible" not in masks:
-            masks["invisible"] = torch.zeros_like(masks["amodal"])
+        masks = name_mask_channels(detection.pop("mask_probs"), self.roi_heads.kinds)
         for kind, value in masks.items():
             detection[f"{kind}_masks"] = value
         if self.spec.box_target == "visible":

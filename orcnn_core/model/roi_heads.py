@@ -16,8 +16,6 @@ from orcnn_core.model.mask_head import (
     AmodalMaskHeads,
     crop_mask_targets,
     mask_bce_loss,
-    occlusion_logits,
-    select_class,
     stack_mask_targets,
 )
 from orcnn_core.model.variants import LOSS_NAMES, VariantSpec
@@ -75,25 +73,20 @@ class AmodalRoIHeads(RoIHeads):
         positives = [torch.where(lab > 0)[0] for lab in labels]
         mask_proposals = [p[i] for p, i in zip(proposals, positives)]
         roi_features = self.mask_roi_pool(features, mask_proposals, image_shapes)
-        logits = self.mask_heads(roi_features, with_invisible="invisible" in self.spec.mask_losses)
-
         kinds = self.spec.mask_losses
+        pos_labels = torch.cat([lab[i] for lab, i in zip(labels, positives)])
+        logits = self.mask_heads.class_logits(roi_features, pos_labels, with_invisible="invisible" in kinds)
         size = next(iter(logits.values())).shape[-1]
         gt = torch.cat([crop_mask_targets(stack_mask_targets(t, kinds), p, m[i], size)
                         for t, p, m, i in zip(targets, mask_proposals, matched_idxs, positives)])
-        pos_labels = torch.cat([lab[i] for lab, i in zip(labels, positives)])
-        return {LOSS_NAMES[kind]: mask_bce_loss(select_class(logits[kind], pos_labels), gt[:, c])
-                for c, kind in enumerate(kinds)}
+        return {LOSS_NAMES[kind]: mask_bce_loss(logits[kind], gt[:, c]) for c, kind in enumerate(kinds)}
 
     def mask_probabilities(self, features: dict[str, torch.Tensor], boxes: list[torch.Tensor],
                            labels: list[torch.Tensor], image_shapes: list[tuple[int, int]],
                            ) -> list[torch.Tensor]:
         """Per image (N, C, M, M) sigmoid probabilities of the detected class, channels ``self.kinds``."""
         roi_features = self.mask_roi_pool(features, boxes, image_shapes)
-        logits = self.mask_heads(roi_features, with_invisible=False)
-        all_labels = torch.cat(labels)
-        selected = {kind: select_class(value, all_labels) for kind, value in logits.items()}
-        if "invisible" in self.kinds:  # on the selected class only: cheaper than on every class
-            selected["invisible"] = occlusion_logits(selected["amodal"], selected["visible"])
+        selected = self.mask_heads.class_logits(roi_features, torch.cat(labels),
+                                                with_invisible="invisible" in self.kinds)
         probs = torch.stack([selected[kind] for kind in self.kinds], dim=1).sigmoid()
         return list(probs.split([len(b) for b in boxes]))
