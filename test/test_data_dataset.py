@@ -140,3 +140,29 @@ def test_image_size_disagreeing_with_annotations(hand_dataset, tmp_path):
     cv2.imwrite(str(tmp_path / "img.png"), np.zeros((H + 2, W, 3), np.uint8))
     with pytest.raises(DatasetError, match=r"img.png, image 42: image is 32x40"):
         AmodalDataset(annotations)[0]
+
+
+def test_build_transforms_without_resize_keeps_the_size():
+    from orcnn_core.data.transforms import RandomApply, TransformConfig, build_transforms
+
+    config = TransformConfig(min_size=[100, 200], max_size=300, flip_prob=0.5, color_jitter=0.1)
+    train = build_transforms(config, resize=False)
+    assert [type(t) for t in train.transforms] == [RandomApply, ColorJitter]
+    assert build_transforms(config, train=False, resize=False).transforms == []
+    sample = {"image": np.zeros((30, 40, 3), np.uint8), "amodal_masks": np.zeros((1, 30, 40), np.uint8),
+              "visible_masks": np.zeros((1, 30, 40), np.uint8), "labels": [1]}
+    assert train(sample)["image"].shape == (30, 40, 3)
+    evaluation = build_transforms(config, train=False)
+    assert [type(t) for t in evaluation.transforms] == [ResizeShortestEdge]
+    assert evaluation.transforms[0].min_sizes == [200]  # the largest training size
+    assert evaluation(sample)["image"].shape == (200, 267, 3)
+
+
+def test_decode_stack_matches_per_mask_decode(hand_dataset):
+    from orcnn_core.data.dataset import decode_stack
+
+    record = hand_dataset[0].images[0]
+    stack = decode_stack([a.amodal_rle for a in record.annotations], record.height, record.width)
+    assert stack.dtype == np.uint8 and stack.flags.c_contiguous
+    assert np.array_equal(stack, np.stack([a.amodal_mask() for a in record.annotations]))
+    assert decode_stack([], 5, 6).shape == (0, 5, 6)

@@ -392,3 +392,26 @@ def test_duplicate_ids_and_unknown_category(tmp_path):
         load_annotations(bad(tmp_path, coco_file([dict(ann, image_id=8)]), "img.json"))
     with pytest.raises(DatasetError, match="duplicate image id"):
         load_annotations(bad(tmp_path, [cocoa_raw_record(5), cocoa_raw_record(5)], "raw_dup.json"))
+
+
+def test_detectron2_list_without_category_id(tmp_path):
+    d2_list = [{"file_name": "a.png", "height": H, "width": W,
+                "annotations": [{"segmentation": rle(B_AMODAL), "visible_mask": rle(B_VISIBLE)},
+                                {"segmentation": rle(C), "category_id": 2}]}]
+    loaded = load_annotations(write_json(tmp_path / "d2_nocat.json", d2_list), "uoais")
+    assert [a.category_id for a in loaded.images[0].annotations] == [1, 2]
+    assert loaded.category_names() == {1: "class_1", 2: "class_2"}
+    check_instance(loaded.images[0].annotations[0], B_AMODAL, B_VISIBLE)
+
+
+def test_non_numeric_category_id_names_its_location(tmp_path):
+    ann = {"id": 4, "image_id": 7, "category_id": "car", "segmentation": rle(A)}
+    with pytest.raises(DatasetError, match=r"bad\.json, image 7, annotation 4: category id 'car' is not"):
+        load_annotations(bad(tmp_path, coco_file([ann])), "uoais")
+    d2_list = [{"file_name": "a.png", "height": H, "width": W, "image_id": 3,
+                "annotations": [{"id": 5, "segmentation": rle(A), "category_id": "car"}]}]
+    with pytest.raises(DatasetError, match=r"d2\.json, image 3, annotation 5: category id 'car'"):
+        load_annotations(write_json(tmp_path / "d2.json", d2_list), "uoais")
+    data = coco_file([dict(ann, category_id=1)], categories=[{"id": "x", "name": "thing"}])
+    with pytest.raises(DatasetError, match=r"cat\.json: category id 'x' is not an integer"):
+        load_annotations(bad(tmp_path, data, "cat.json"), "uoais")

@@ -492,3 +492,17 @@ def test_format_table_layout():
                                 "AP_IV@0.5", "|", "AP_IV@0.5", "diff"]
     assert lines[-1].split() == ["orcnn_run", "|", "58.9", "62.1", "66.2", "|", "48.1", "-", "58.9", "|",
                                  "8.7", "|", "8.9"]
+
+
+@pytest.mark.parametrize("drop_every", [1, 2])
+def test_ap_v_of_results_without_visible_masks_equals_plain_cocoeval(drop_every):
+    """Entries without visible_mask reuse the amodal IoUs where the ground truth is unoccluded."""
+    images = make_dataset(4, num_images=5, num_instances=6)
+    results = perturbed_results(images, seed=104)
+    results = [{k: v for k, v in r.items() if i % drop_every or k not in ("visible_mask", "invisible_mask")}
+               for i, r in enumerate(results)]
+    summary = AmodalEvaluator(images, CATEGORIES).evaluate(results)
+    ref = reference_cocoeval(images, results, "visible_rle", "visible_mask")
+    assert summary["all"]["AP_V"] == pytest.approx(100 * ref.stats[0], abs=1e-9)
+    assert summary["all"]["AR_V"] == pytest.approx(100 * ref.stats[8], abs=1e-9)
+    assert 0 < summary["all"]["AP_V"] < 100

@@ -18,15 +18,13 @@ import cv2
 import numpy as np
 
 from orcnn_core import masks as mask_ops
-from orcnn_core.data.images import read_image_rgb, write_png_rgb
+from orcnn_core.data.images import IMAGE_EXTENSIONS, list_images, read_image_rgb, write_png_rgb
 from orcnn_core.data.io import write_annotations
 from orcnn_core.data.modal import ModalDataset, load_modal_coco
-from orcnn_core.data.records import AmodalAnnotations
+from orcnn_core.data.records import AmodalAnnotations, annotations_from_masks
 from orcnn_core.data.synth import resolve_visibility, table_background
 from orcnn_core.errors import DatasetError
-from orcnn_core.structures import AmodalAnnotation, ImageRecord
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from orcnn_core.structures import ImageRecord
 
 
 @dataclass
@@ -123,22 +121,23 @@ def paste(background: np.ndarray, cutouts: Sequence[Cutout], poses: Sequence[Pos
     """
     height, width = background.shape[:2]
     warped_masks = np.zeros((len(cutouts), height, width), dtype=bool)
-    warped_images = []
+    matrices = []
     boxes = []
     for k, (cut, pose) in enumerate(zip(cutouts, poses)):
-        pixels, mask = (cut.image[:, ::-1], cut.mask[:, ::-1]) if pose.flip else (cut.image, cut.mask)
-        matrix = pose.matrix(*mask.shape)
-        warped_masks[k] = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.uint8), matrix, (width, height),
-                                         flags=cv2.INTER_NEAREST, borderValue=0).astype(bool)
-        warped_images.append(cv2.warpAffine(np.ascontiguousarray(pixels), matrix, (width, height),
-                                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+        mask = cut.mask[:, ::-1] if pose.flip else cut.mask
+        matrices.append(pose.matrix(*mask.shape))
+        warped_masks[k] = cv2.warpAffine(np.ascontiguousarray(mask, dtype=np.uint8), matrices[k],
+                                         (width, height), flags=cv2.INTER_NEAREST, borderValue=0).astype(bool)
         x, y, w, h = cv2.boundingRect(warped_masks[k].view(np.uint8))
         boxes.append((y, y + h, x, x + w))
     keep, visible = resolve_visibility(warped_masks, boxes, min_visible_fraction, 1)
     image = background.copy()
-    for k in np.flatnonzero(keep):
-        image[warped_masks[k]] = warped_images[k][warped_masks[k]]
     kept = np.flatnonzero(keep)
+    for k in kept:  # pixels are warped only for the cut-outs that are pasted
+        pixels = cutouts[k].image[:, ::-1] if poses[k].flip else cutouts[k].image
+        warped = cv2.warpAffine(np.ascontiguousarray(pixels), matrices[k], (width, height),
+                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        image[warped_masks[k]] = warped[warped_masks[k]]
     return image, warped_masks[kept], visible[kept], [int(k) for k in kept]
 
 
@@ -173,7 +172,7 @@ def _backgrounds(folder: Optional[Path]) -> list:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"background folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_images(folder)
     if not files:
         raise DatasetError(f"background folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files
@@ -217,12 +216,11 @@ def augment(modal_path: Union[str, Path], images_dir: Union[str, Path], out_dir:
         image, amodal, visible, kept = paste(background, cutouts, poses, config.min_visible_fraction)
         file_name = f"{index:06d}.png"
         write_png_rgb(image_dir / file_name, image)
-        annotations = []
-        for j, k in enumerate(kept):
-            extra = {"source_annotation_id": cutouts[k].source_annotation_id, "depth": j}
-            annotations.append(AmodalAnnotation.from_masks(next_ann_id, cutouts[k].category_id, amodal[j],
-                                                           visible[j], extra=extra))
-            next_ann_id += 1
+        extras = [{"source_annotation_id": cutouts[k].source_annotation_id, "depth": j}
+                  for j, k in enumerate(kept)]
+        annotations = annotations_from_masks(amodal, visible, [cutouts[k].category_id for k in kept],
+                                             next_ann_id, extras)
+        next_ann_id += len(annotations)
         records.append(ImageRecord(image_id=index + 1, file_name=file_name, height=height, width=width,
                                    annotations=annotations))
     categories = [dict(c) for c in modal.categories]

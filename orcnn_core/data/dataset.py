@@ -6,6 +6,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
+from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
 from orcnn_core import masks as mask_ops
@@ -16,9 +17,12 @@ from orcnn_core.structures import ImageRecord
 Transform = Callable[[dict], dict]
 
 
-def mask_boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, 4) float32 tight ``x0, y0, x1, y1`` boxes of an NxHxW mask stack (zeros for empty masks)."""
-    return np.asarray([mask_ops.mask_box(m) for m in masks], dtype=np.float32).reshape(-1, 4)
+def decode_stack(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
+    """NxHxW uint8 stack of compressed RLEs, in one batched pycocotools decode."""
+    if not rles:
+        return np.zeros((0, height, width), dtype=np.uint8)
+    stacked = mask_utils.decode([mask_ops.compress(r) for r in rles])  # (H, W, N), Fortran order
+    return np.ascontiguousarray(stacked.transpose(2, 0, 1))
 
 
 def sample_to_example(sample: dict, image_id: object) -> tuple:
@@ -27,7 +31,7 @@ def sample_to_example(sample: dict, image_id: object) -> tuple:
     Boxes are taken from the (transformed) masks; instances whose amodal mask vanished are dropped.
     """
     amodal = sample["amodal_masks"]
-    boxes = mask_boxes(amodal)
+    boxes = mask_ops.mask_boxes(amodal)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     amodal, visible = amodal[keep], sample["visible_masks"][keep]
     image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1).float().div_(255.0)
@@ -36,7 +40,7 @@ def sample_to_example(sample: dict, image_id: object) -> tuple:
         "labels": torch.as_tensor(np.asarray(sample["labels"], dtype=np.int64)[keep]),
         "amodal_masks": torch.from_numpy(np.ascontiguousarray(amodal)),
         "visible_masks": torch.from_numpy(np.ascontiguousarray(visible)),
-        "visible_boxes": torch.from_numpy(mask_boxes(visible)),
+        "visible_boxes": torch.from_numpy(mask_ops.mask_boxes(visible)),
         "image_id": image_id,
     }
     return image, target
@@ -79,12 +83,8 @@ class AmodalDataset(Dataset):
                 f"image is {image.shape[0]}x{image.shape[1]} (HxW) but the annotations say "
                 f"{record.height}x{record.width}")
         anns = [a for a in record.annotations if not a.iscrowd and a.category_id in self.label_of]
-        shape = (len(anns), record.height, record.width)
-        amodal = np.zeros(shape, dtype=np.uint8)
-        visible = np.zeros(shape, dtype=np.uint8)
-        for i, ann in enumerate(anns):
-            amodal[i] = ann.amodal_mask()
-            visible[i] = ann.visible_mask()
+        amodal = decode_stack([a.amodal_rle for a in anns], record.height, record.width)
+        visible = decode_stack([a.visible_rle for a in anns], record.height, record.width)
         return {"image": image, "amodal_masks": amodal, "visible_masks": visible,
                 "labels": [self.label_of[a.category_id] for a in anns]}
 

@@ -9,6 +9,22 @@ import numpy as np
 
 from orcnn_core.errors import DatasetError
 
+#: Image file suffixes (lower case) every image reader of the project accepts.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder, recursive: bool = False) -> list:
+    """Image files (``IMAGE_EXTENSIONS``, any case) in ``folder``, sorted by relative path.
+
+    ``recursive`` also lists sub-folders. A missing folder raises a DatasetError naming it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"image folder not found: {folder}")
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
 
 def read_image_size(path: Path) -> tuple:
     """``(height, width)`` of an image file, reading only its header where Pillow can."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from orcnn_core.data.io import read_json
-from orcnn_core.data.records import Where, parse_categories, to_rle
+from orcnn_core.data.records import check_annotation_refs, parse_categories, parse_image_entries, to_rle
 from orcnn_core.errors import DatasetError
 
 
@@ -42,30 +42,16 @@ def load_modal_coco(path: Union[str, Path]) -> ModalDataset:
         raise DatasetError(f"{path}: expected a COCO file with 'images', 'annotations' and 'categories'")
     categories = parse_categories(data.get("categories", []), path)
     known = {c["id"] for c in categories}
-    images = {}
-    for entry in data.get("images", []):
-        if "id" not in entry or "height" not in entry or "width" not in entry:
-            raise Where(path).error(f"image entry needs 'id', 'height' and 'width': {str(entry)[:80]}")
-        if entry["id"] in images:
-            raise Where(path, entry["id"]).error("duplicate image id")
-        images[entry["id"]] = {"file_name": str(entry.get("file_name", "")), "height": int(entry["height"]),
-                               "width": int(entry["width"])}
+    images = parse_image_entries(data.get("images", []), path)
     dataset = ModalDataset(images=images, categories=categories, path=path)
-    seen: set = set()
+    seen: dict = {}
     for ann in data["annotations"]:
-        where = Where(path, ann.get("image_id"), ann.get("id"))
-        if ann.get("id") in seen:
-            raise where.error("duplicate annotation id")
-        seen.add(ann.get("id"))
-        if ann.get("image_id") not in images:
-            raise where.error("annotation refers to an image id not in 'images'")
-        if ann.get("category_id") not in known:
-            raise where.error(f"unknown category id {ann.get('category_id')}")
+        where, category_id = check_annotation_refs(ann, path, images, known, seen)
         if "segmentation" not in ann:
             raise where.error("annotation has no 'segmentation'")
         image = images[ann["image_id"]]
         rle = to_rle(ann["segmentation"], image["height"], image["width"], where, "segmentation")
         dataset.instances.setdefault(ann["image_id"], []).append(ModalInstance(
-            id=int(ann["id"]), image_id=ann["image_id"], category_id=int(ann["category_id"]), rle=rle,
+            id=int(ann["id"]), image_id=ann["image_id"], category_id=category_id, rle=rle,
             iscrowd=bool(ann.get("iscrowd", 0))))
     return dataset

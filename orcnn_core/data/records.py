@@ -7,6 +7,7 @@ Work stays on RLEs where the masks agree; full masks are decoded only to compute
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -88,10 +89,6 @@ def to_rle(segm: Any, height: int, width: int, where: Where, what: str) -> dict:
         raise where.error(f"{what}: cannot read segmentation ({exc})") from exc
 
 
-def _difference(a: dict, b: dict) -> dict:
-    return mask_ops.encode(mask_ops.decode(a) & ~mask_ops.decode(b))
-
-
 def _box(rle: dict, area: int, given: Optional[Sequence[float]]) -> tuple:
     if area > 0:
         return mask_ops.rle_box(rle)
@@ -119,7 +116,7 @@ def build_annotation(ann_id: int, category_id: int, height: int, width: int, amo
     if visible is not None:
         visible_rle = to_rle(visible, height, width, where, "visible mask")
     elif invisible_rle is not None:
-        visible_rle = _difference(amodal_rle, invisible_rle)
+        visible_rle = mask_ops.difference(amodal_rle, invisible_rle)
     else:
         visible_rle = amodal_rle
     visible_area = mask_ops.area(visible_rle)
@@ -137,7 +134,7 @@ def build_annotation(ann_id: int, category_id: int, height: int, width: int, amo
         invisible_rle = empty_rle(height, width)
     elif invisible_rle is None or not _is_exact_complement(invisible_rle, visible_rle, amodal_rle,
                                                            visible_area, amodal_area):
-        invisible_rle = _difference(amodal_rle, visible_rle)
+        invisible_rle = mask_ops.difference(amodal_rle, visible_rle)
     invisible_area = amodal_area - visible_area
     return AmodalAnnotation(
         id=int(ann_id), category_id=int(category_id),
@@ -158,6 +155,54 @@ def _is_exact_complement(invisible: dict, visible: dict, amodal: dict, visible_a
     if mask_ops.area(mask_ops.intersection([invisible, visible])) != 0:
         return False
     return mask_ops.area(mask_ops.intersection([invisible, amodal])) == invisible_area
+
+
+def _posix_name(file_name: Any) -> str:
+    return str(file_name).replace("\\", "/")
+
+
+def index_by_file_name(images: Sequence[ImageRecord]) -> tuple:
+    """``(by_path, by_basename)`` maps of image records keyed by file name.
+
+    ``by_path`` keys are the records' relative paths (``\\`` written as ``/``); ``by_basename``
+    keys are the last path components, and a base name shared by several records maps to ``None``
+    (ambiguous), so callers decide their own policy for it. Returns
+    ``tuple[dict[str, ImageRecord], dict[str, ImageRecord | None]]``.
+    """
+    by_path: dict = {}
+    by_basename: dict = {}
+    for record in images:
+        path = _posix_name(record.file_name)
+        by_path[path] = record
+        base = posixpath.basename(path)
+        by_basename[base] = None if base in by_basename else record
+    return by_path, by_basename
+
+
+def annotations_from_masks(amodal: np.ndarray, visible: np.ndarray, category_ids: Sequence[int],
+                           first_id: int = 1, extras: Optional[Sequence[dict]] = None,
+                           invisible: Optional[np.ndarray] = None) -> list:
+    """``AmodalAnnotation``s of NxHxW amodal and visible mask stacks (visible inside amodal).
+
+    Each stack is RLE-encoded in one batched call; ids run from ``first_id``; ``invisible``
+    (default amodal AND NOT visible) may be passed when already computed; boxes are the masks'
+    tight boxes (zeros when empty), the occlusion rate is 1 - visible area / amodal area.
+    """
+    if invisible is None:
+        invisible = amodal.astype(bool) & ~visible.astype(bool)
+    amodal_rles = mask_ops.encode_many(amodal)
+    visible_rles = mask_ops.encode_many(visible)
+    invisible_rles = mask_ops.encode_many(invisible)
+    annotations = []
+    for k, category_id in enumerate(category_ids):
+        amodal_area, visible_area = mask_ops.area(amodal_rles[k]), mask_ops.area(visible_rles[k])
+        annotations.append(AmodalAnnotation(
+            id=int(first_id) + k, category_id=int(category_id), amodal_rle=amodal_rles[k],
+            visible_rle=visible_rles[k], invisible_rle=invisible_rles[k],
+            amodal_box=mask_ops.rle_box(amodal_rles[k]), visible_box=mask_ops.rle_box(visible_rles[k]),
+            occlusion_rate=(amodal_area - visible_area) / amodal_area if amodal_area else 0.0,
+            extra=dict(extras[k]) if extras is not None else {}))
+    return annotations
 
 
 def check_unique_ids(records: Sequence[ImageRecord], file: Any) -> None:
@@ -183,9 +228,76 @@ def parse_categories(raw: Any, file: Any) -> list:
     for entry in raw:
         if not isinstance(entry, dict) or "id" not in entry:
             raise Where(file).error(f"category entry without 'id': {entry!r}")
-        cid = int(entry["id"])
+        cid = as_int(entry["id"])
+        if cid is None:
+            raise Where(file).error(f"category id {entry['id']!r} is not an integer")
         if cid in seen:
             raise Where(file).error(f"duplicate category id {cid}")
         seen.add(cid)
         categories.append({"id": cid, "name": str(entry.get("name", f"category_{cid}"))})
     return categories
+
+
+def as_int(value: Any) -> Optional[int]:
+    """``int(value)`` for numbers and numeric strings; ``None`` for anything else."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_image_entries(raw: Any, file: Any) -> dict:
+    """``{image_id: {"file_name", "height", "width"}}`` from a COCO ``images`` list, validated.
+
+    Entries need ``id``, ``height`` and ``width``; a duplicate id or a non-integer size raises a
+    DatasetError naming the file (and image).
+    """
+    if not isinstance(raw, list):
+        raise Where(file).error("'images' must be a list")
+    images: dict = {}
+    for entry in raw:
+        if not isinstance(entry, dict) or "id" not in entry:
+            raise Where(file).error(f"image entry without 'id': {str(entry)[:80]}")
+        image_id = entry["id"]
+        where = Where(file, image_id)
+        if image_id in images:
+            raise where.error("duplicate image id")
+        if "height" not in entry or "width" not in entry:
+            raise where.error("image entry needs 'height' and 'width'")
+        height, width = as_int(entry["height"]), as_int(entry["width"])
+        if height is None or width is None:
+            raise where.error(f"image size must be integers, got height {entry['height']!r}, "
+                              f"width {entry['width']!r}")
+        images[image_id] = {"file_name": str(entry.get("file_name", "")), "height": height, "width": width}
+    return images
+
+
+def check_annotation_refs(ann: Any, file: Any, image_ids: Any, known_categories: Any,
+                          seen_ann_ids: dict) -> tuple:
+    """Validate a COCO annotation's ``id``, ``image_id`` and ``category_id``; ``(where, category_id)``.
+
+    Raises a DatasetError naming file, image and annotation for a non-dict annotation, a missing or
+    duplicate annotation id (``seen_ann_ids`` maps ids seen so far to their image and is updated),
+    an image id not in ``image_ids``, or a category id that is not an integer in ``known_categories``.
+    """
+    image_id = ann.get("image_id") if isinstance(ann, dict) else None
+    ann_id = ann.get("id") if isinstance(ann, dict) else None
+    where = Where(file, image_id, ann_id)
+    if not isinstance(ann, dict):
+        raise where.error(f"annotation entry is not an object: {str(ann)[:80]}")
+    if ann_id is None:
+        raise where.error("annotation without 'id'")
+    if ann_id in seen_ann_ids:
+        raise where.error(f"duplicate annotation id (also in image {seen_ann_ids[ann_id]})")
+    seen_ann_ids[ann_id] = image_id
+    if image_id not in image_ids:
+        raise where.error("annotation refers to an image id not in 'images'")
+    raw_category = ann.get("category_id")
+    category_id = as_int(raw_category)
+    if category_id is None and raw_category is not None:
+        raise where.error(f"category id {raw_category!r} is not an integer")
+    if category_id is None or category_id not in known_categories:
+        raise where.error(f"unknown category id {raw_category} (categories: {sorted(known_categories)})")
+    return where, category_id

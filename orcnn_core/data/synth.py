@@ -19,12 +19,11 @@ from typing import Sequence, Union
 import cv2
 import numpy as np
 
-from orcnn_core import masks as mask_ops
 from orcnn_core.data.images import write_png_rgb
 from orcnn_core.data.io import write_annotations
-from orcnn_core.data.records import AmodalAnnotations
+from orcnn_core.data.records import AmodalAnnotations, annotations_from_masks
 from orcnn_core.errors import DatasetError
-from orcnn_core.structures import AmodalAnnotation, ImageRecord
+from orcnn_core.structures import ImageRecord
 
 
 @dataclass(frozen=True)
@@ -292,18 +291,9 @@ def _paint_object(image: np.ndarray, mask: np.ndarray, box: tuple, style: ClassS
 def scene_to_record(scene: Scene, image_id: int, file_name: str, first_annotation_id: int = 1) -> ImageRecord:
     """A scene as a canonical ``ImageRecord`` (RLE-encoded masks, ids from ``first_annotation_id``)."""
     height, width = scene.image.shape[:2]
-    amodal = mask_ops.encode_many(scene.amodal_masks)
-    visible = mask_ops.encode_many(scene.visible_masks)
-    invisible = mask_ops.encode_many(scene.invisible_masks)
-    annotations = []
-    for k, category_id in enumerate(scene.category_ids):
-        amodal_area, visible_area = mask_ops.area(amodal[k]), mask_ops.area(visible[k])
-        annotations.append(AmodalAnnotation(
-            id=first_annotation_id + k, category_id=category_id, amodal_rle=amodal[k], visible_rle=visible[k],
-            invisible_rle=invisible[k], amodal_box=mask_ops.rle_box(amodal[k]),
-            visible_box=mask_ops.rle_box(visible[k]),
-            occlusion_rate=(amodal_area - visible_area) / amodal_area if amodal_area else 0.0,
-            extra={"depth": k}))
+    depths = [{"depth": k} for k in range(len(scene.category_ids))]
+    annotations = annotations_from_masks(scene.amodal_masks, scene.visible_masks, scene.category_ids,
+                                         first_annotation_id, depths, invisible=scene.invisible_masks)
     return ImageRecord(image_id=image_id, file_name=file_name, height=height, width=width,
                        annotations=annotations)
 

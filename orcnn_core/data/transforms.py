@@ -124,11 +124,20 @@ class TransformConfig:
     color_jitter: float = 0.0  # strength of brightness, contrast and saturation jitter; 0 = off
 
 
-def build_transforms(config: Optional[TransformConfig] = None, train: bool = True) -> Compose:
-    """Transforms for training (resize, random flip, jitter) or evaluation (resize only)."""
+def build_transforms(config: Optional[TransformConfig] = None, train: bool = True,
+                     resize: bool = True) -> Compose:
+    """Transforms for training (resize, random flip, jitter) or evaluation (resize only).
+
+    Evaluation resizes to the largest of ``min_size``. ``resize=False`` leaves the size alone, for
+    models that resize their inputs themselves (the torchvision-based ORCNN does): training then gets
+    only the random flip and colour jitter, evaluation an empty ``Compose``. With ``resize=False``
+    only ``flip_prob`` and ``color_jitter`` of ``config`` are read.
+    """
     config = config or TransformConfig()
-    min_size = config.min_size if train else _first(config.min_size)
-    transforms: list = [ResizeShortestEdge(min_size, config.max_size)]
+    transforms: list = []
+    if resize:
+        min_size = config.min_size if train else _largest_size(config.min_size)
+        transforms.append(ResizeShortestEdge(min_size, config.max_size))
     if train and config.flip_prob > 0:
         transforms.append(RandomApply(HorizontalFlip(), config.flip_prob))
     if train and config.color_jitter > 0:
@@ -136,5 +145,6 @@ def build_transforms(config: Optional[TransformConfig] = None, train: bool = Tru
     return Compose(transforms)
 
 
-def _first(size: Union[int, Sequence[int]]) -> int:
+def _largest_size(size: Union[int, Sequence[int]]) -> int:
+    """The evaluation short side: ``size`` itself, or the largest of a training size range."""
     return int(size) if isinstance(size, (int, float)) else int(max(size))

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from orcnn_core import masks as mask_ops
+from orcnn_core.data.records import parse_categories
 from orcnn_core.errors import DatasetError
 from orcnn_core.evaluation.coco_matching import (
     COCO_IOU_THRESHOLDS,
@@ -64,20 +64,26 @@ def _percent(value: Optional[float]) -> Optional[float]:
     return None if value is None else 100.0 * value
 
 
-def _difference_rles(amodal: list, visible: list) -> list:
-    """amodal AND NOT visible for pairs of compressed RLEs of one image (pycocotools-ready RLEs)."""
-    if not amodal:
-        return []
-    # One batched decode/encode in pycocotools' Fortran (H, W, N) layout: no per-mask copies.
-    stacked = mask_utils.decode(amodal + visible)
-    n = len(amodal)
-    return mask_utils.encode(np.asfortranarray(stacked[:, :, :n] & (1 - stacked[:, :, n:])))
+def _same_rle(a: dict, b: dict) -> bool:
+    return a is b or a == b
 
 
-def _iou(dts: list, gts: list, crowd: list) -> np.ndarray:
-    if not dts or not gts:
-        return np.zeros((len(dts), len(gts)))
-    return np.asarray(mask_utils.iou(dts, gts, crowd), dtype=np.float64)
+def _visible_ious(dt_visible: list, dt_amodal: list, gt_visible: list, gt_amodal: list, crowd: list,
+                  iou_amodal: np.ndarray) -> np.ndarray:
+    """Visible IoUs; where predictions carry no visible masks, the amodal IoUs are reused.
+
+    When every visible prediction is its amodal mask, only the ground-truth columns whose visible
+    mask differs from the amodal one need a new IoU (the values are those pycocotools gives).
+    """
+    if not all(_same_rle(v, a) for v, a in zip(dt_visible, dt_amodal)):
+        return mask_ops.iou_matrix(dt_visible, gt_visible, crowd)
+    columns = [j for j, (v, a) in enumerate(zip(gt_visible, gt_amodal)) if not _same_rle(v, a)]
+    if not columns:
+        return iou_amodal
+    ious = iou_amodal.copy()
+    ious[:, columns] = mask_ops.iou_matrix(dt_visible, [gt_visible[j] for j in columns],
+                                           [crowd[j] for j in columns])
+    return ious
 
 
 def _row_max(ious: np.ndarray) -> np.ndarray:
@@ -85,16 +91,9 @@ def _row_max(ious: np.ndarray) -> np.ndarray:
 
 
 def _validate_categories(categories: list) -> tuple[list, list]:
-    ids, names = [], []
-    for i, category in enumerate(categories):
-        if not isinstance(category, dict) or "id" not in category:
-            raise DatasetError(f"ground truth category {i} must be a dict with 'id' and 'name', "
-                               f"got {category!r}")
-        ids.append(int(category["id"]))
-        names.append(str(category.get("name", category["id"])))
-    if len(set(ids)) != len(ids):
-        raise DatasetError(f"ground truth has duplicate category ids: {ids}")
-    return ids, names
+    """Category ids (validated by ``records.parse_categories``) and names (the id where unnamed)."""
+    ids = [c["id"] for c in parse_categories(categories, "ground truth")]
+    return ids, [str(category.get("name", category["id"])) for category in categories]
 
 
 class AmodalEvaluator:
@@ -128,7 +127,7 @@ class AmodalEvaluator:
                     visible = amodal
                     invisible = mask_ops.encode(np.zeros(size, dtype=bool))
                 elif not isinstance(invisible, dict):
-                    invisible = mask_ops.encode(mask_ops.decode(amodal) & ~mask_ops.decode(visible))
+                    invisible = mask_ops.difference(amodal, visible)
                 for name, rle in (("amodal", amodal), ("visible", visible), ("invisible", invisible)):
                     if [int(s) for s in rle.get("size", ())] != size:
                         raise DatasetError(f"{where}: {name} mask size {rle.get('size')} disagrees with "
@@ -182,9 +181,11 @@ class AmodalEvaluator:
             num_gt = len(gt.amodal)
             num_dt = 0 if dt is None else len(dt.scores)
             top = min(num_dt, MAX_DETECTIONS)
-            iou_amodal_all = _iou(dt.amodal, gt.amodal, gt.crowd) if num_dt else np.zeros((0, num_gt))
+            iou_amodal_all = mask_ops.iou_matrix(dt.amodal, gt.amodal, gt.crowd) if num_dt \
+                else np.zeros((0, num_gt))
             iou_amodal = iou_amodal_all[:top]
-            iou_visible = _iou(dt.visible[:top], gt.visible, gt.crowd) if top else iou_amodal
+            iou_visible = _visible_ious(dt.visible[:top], dt.amodal[:top], gt.visible, gt.amodal, gt.crowd,
+                                        iou_amodal) if top else iou_amodal
             ious = {"A": iou_amodal, "V": iou_visible, "AV": np.minimum(iou_amodal, iou_visible)}
             # COCOeval reads a dt's area only to filter by area range; we use the "all" range only.
             dts = [{"id": i + 1, "score": float(dt.scores[i]), "area": 0.0} for i in range(top)]
@@ -217,10 +218,12 @@ class AmodalEvaluator:
         dts = [{"id": n + 1, "score": float(dt.scores[i]), "area": 0.0} for n, i in enumerate(kept)]
         gt_invisible = [gt.invisible[j] for j in occluded]
         crowd = [gt.crowd[j] for j in occluded]
-        diff = _difference_rles([dt.amodal[i] for i in kept], [dt.visible[i] for i in kept])
+        diff = mask_ops.difference_many([dt.amodal[i] for i in kept], [dt.visible[i] for i in kept])
         predicted = [dt.invisible[i] if dt.invisible[i] is not None else diff[n] for n, i in enumerate(kept)]
-        runs["occluded", "IV"][key] = MatchCell(gts=gts, dts=dts, ious=_iou(predicted, gt_invisible, crowd))
-        runs["occluded", "IV_diff"][key] = MatchCell(gts=gts, dts=dts, ious=_iou(diff, gt_invisible, crowd))
+        runs["occluded", "IV"][key] = MatchCell(gts=gts, dts=dts,
+                                                ious=mask_ops.iou_matrix(predicted, gt_invisible, crowd))
+        runs["occluded", "IV_diff"][key] = MatchCell(gts=gts, dts=dts,
+                                                     ious=mask_ops.iou_matrix(diff, gt_invisible, crowd))
 
     def _summarize(self, matching: dict, parsed: ParsedResults, notes: list) -> dict:
         summary: dict = {}

@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from orcnn_core import masks as mask_ops
+from orcnn_core.data.records import index_by_file_name
 from orcnn_core.errors import InputError
 from orcnn_core.structures import ImageRecord
 
@@ -83,13 +84,6 @@ def _basename(name: Any) -> str:
     return posixpath.basename(str(name).replace("\\", "/"))
 
 
-def _image_ids_by_basename(images: Sequence[ImageRecord]) -> dict:
-    by_name = defaultdict(list)
-    for image in images:
-        by_name[_basename(image.file_name)].append(image.image_id)
-    return by_name
-
-
 def _match_images(entries: list, images: Sequence[ImageRecord], source: str, notes: list) -> list:
     """The ground-truth image id of every entry, by ``image_id`` or else by ``file_name``."""
     known_ids = {image.image_id for image in images}
@@ -102,21 +96,23 @@ def _match_images(entries: list, images: Sequence[ImageRecord], source: str, not
     first_unknown = next((i for i, e in enumerate(entries) if not known(e)), None)
     if first_unknown is None:
         return [int(e["image_id"]) for e in entries]
-    by_name = _image_ids_by_basename(images)
+    _, by_name = index_by_file_name(images)
     matched = []
     for i, entry in enumerate(entries):
-        ids = by_name.get(_basename(entry.get("file_name", "")), [])
-        if len(ids) != 1:
+        name = _basename(entry.get("file_name", ""))
+        image = by_name.get(name)
+        if image is None:
             bad = entries[first_unknown]
-            if len(ids) > 1:
+            if name in by_name:  # ambiguous basename
+                count = sum(_basename(im.file_name) == name for im in images)
                 raise ResultsError(
                     f"{source}: entry {i}: file_name {entry.get('file_name')!r} matches "
-                    f"{len(ids)} ground-truth images (ambiguous basename) and image_id "
+                    f"{count} ground-truth images (ambiguous basename) and image_id "
                     f"{entry.get('image_id')!r} is not usable")
             raise ResultsError(
                 f"{source}: entry {first_unknown}: image_id {bad.get('image_id')!r} is not in the "
                 f"ground truth (nor does file_name {bad.get('file_name')!r} match one)")
-        matched.append(ids[0])
+        matched.append(image.image_id)
     notes.append(f"{source}: image_ids do not match the ground truth; matched {len(entries)} entries "
                  f"to images by file_name basename")
     return matched

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from orcnn_core.data.formats import register_reader
-from orcnn_core.data.images import read_image_size
+from orcnn_core.data.images import IMAGE_EXTENSIONS, read_image_size
 from orcnn_core.data.records import AmodalAnnotations, Where, build_annotation, check_unique_ids
 from orcnn_core.structures import ImageRecord
 
 CATEGORIES = [{"id": 1, "name": "object"}]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 REGION_EXTRA_KEYS = ("name", "order", "isStuff", "occlude_rate")
 
 

@@ -17,9 +17,12 @@ from orcnn_core.data.formats import register_reader
 from orcnn_core.data.records import (
     AmodalAnnotations,
     Where,
+    as_int,
     build_annotation,
+    check_annotation_refs,
     check_unique_ids,
     parse_categories,
+    parse_image_entries,
 )
 from orcnn_core.structures import ImageRecord
 
@@ -57,31 +60,27 @@ def _list_to_coco(data: list, path: Path) -> dict:
             raise Where(path).error(f"list entry {index} is not an image dict with 'annotations'")
         image_id = item.get("image_id", item.get("id", index + 1))
         images.append({k: item[k] for k in ("file_name", "height", "width") if k in item} | {"id": image_id})
+        if not isinstance(item["annotations"], list):
+            raise Where(path, image_id).error("'annotations' must be a list")
         for ann in item["annotations"]:
+            if not isinstance(ann, dict):
+                raise Where(path, image_id).error(f"annotation entry is not an object: {str(ann)[:80]}")
             ann = dict(ann)
             ann.setdefault("id", next_ann_id)
+            ann.setdefault("category_id", 1)  # detectron2 lists may omit it: one class
             ann["image_id"] = image_id
             next_ann_id += 1
             annotations.append(ann)
-    category_ids = sorted({int(a.get("category_id", 1)) for a in annotations})
+    # Non-integer ids are left out here and rejected per annotation by read_flat, with their location.
+    category_ids = sorted({c for c in (as_int(a["category_id"]) for a in annotations) if c is not None})
     return {"images": images, "annotations": annotations,
             "categories": [{"id": c, "name": f"class_{c}"} for c in category_ids]}
 
 
 def _image_records(data: dict, path: Path) -> dict:
-    records = {}
-    for entry in data.get("images", []):
-        if not isinstance(entry, dict) or "id" not in entry:
-            raise Where(path).error(f"image entry without 'id': {str(entry)[:80]}")
-        image_id = entry["id"]
-        where = Where(path, image_id)
-        if image_id in records:
-            raise where.error("duplicate image id")
-        if "height" not in entry or "width" not in entry:
-            raise where.error("image entry needs 'height' and 'width'")
-        records[image_id] = ImageRecord(image_id=image_id, file_name=str(entry.get("file_name", "")),
-                                        height=int(entry["height"]), width=int(entry["width"]))
-    return records
+    return {image_id: ImageRecord(image_id=image_id, file_name=entry["file_name"], height=entry["height"],
+                                  width=entry["width"])
+            for image_id, entry in parse_image_entries(data.get("images", []), path).items()}
 
 
 def read_flat(data: Any, path: Path, *, layout_name: str, no_stuff: bool = False,
@@ -98,19 +97,8 @@ def read_flat(data: Any, path: Path, *, layout_name: str, no_stuff: bool = False
     records = _image_records(data, path)
     seen_ann_ids: dict = {}
     for ann in data["annotations"]:
-        image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        ann_id = ann.get("id") if isinstance(ann, dict) else None
-        where = Where(path, image_id, ann_id)
-        if ann_id is None:
-            raise where.error("annotation without 'id'")
-        if ann_id in seen_ann_ids:
-            raise where.error(f"duplicate annotation id (also in image {seen_ann_ids[ann_id]})")
-        seen_ann_ids[ann_id] = image_id
-        if image_id not in records:
-            raise where.error("annotation refers to an image id not in 'images'")
-        category_id = ann.get("category_id")
-        if category_id is None or int(category_id) not in known_categories:
-            raise where.error(f"unknown category id {category_id} (categories: {sorted(known_categories)})")
+        where, category_id = check_annotation_refs(ann, path, records, known_categories, seen_ann_ids)
+        image_id, ann_id = ann["image_id"], ann["id"]
         if no_stuff and ann.get("isStuff"):
             continue
         if layout.amodal not in ann:
@@ -120,7 +108,7 @@ def read_flat(data: Any, path: Path, *, layout_name: str, no_stuff: bool = False
         if isinstance(ann.get("extra"), dict):
             extra.update(ann["extra"])
         record.annotations.append(build_annotation(
-            ann_id, int(category_id), record.height, record.width, ann[layout.amodal],
+            ann_id, category_id, record.height, record.width, ann[layout.amodal],
             ann.get(layout.visible) if layout.visible else None,
             ann.get(layout.invisible) if layout.invisible else None,
             where=where, repair=repair, iscrowd=bool(ann.get("iscrowd", 0)),
