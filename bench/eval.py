@@ -20,8 +20,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from orcnn_core import masks as mask_ops
+from orcnn_core.data.synth import resolve_visibility
 from orcnn_core.evaluation import AmodalEvaluator
-from orcnn_core.structures import AmodalAnnotation, ImageRecord
+from orcnn_core.structures import AmodalAnnotation, ImageRecord, Prediction, prediction_to_results
 
 HEIGHT, WIDTH = 240, 320
 NUM_CATEGORIES = 5
@@ -45,17 +46,15 @@ def make_images(rng: np.random.Generator, num_images: int, per_image: int) -> li
     """Z-ordered scenes (later shapes on top); fully hidden shapes are dropped."""
     images, ann_id = [], 1
     for image_id in range(1, num_images + 1):
-        amodal = [random_shape(rng) for _ in range(per_image)]
-        above = np.zeros((HEIGHT, WIDTH), dtype=bool)
+        amodal = np.stack([random_shape(rng) for _ in range(per_image)]).astype(bool)
+        crops = [(y0, y1, x0, x1) for x0, y0, x1, y1 in mask_ops.mask_boxes(amodal).astype(int).tolist()]
+        # Keep every shape with at least one visible pixel (any fraction > 0 below 1 / area does that).
+        keep, visible = resolve_visibility(amodal, crops, 1e-9, 0)
         anns = []
-        for mask in reversed(amodal):  # top first
-            mask = mask.astype(bool)
-            visible = mask & ~above
-            above |= mask
-            if visible.any():
-                anns.append(AmodalAnnotation.from_masks(ann_id, int(rng.integers(1, NUM_CATEGORIES + 1)),
-                                                        mask, visible))
-                ann_id += 1
+        for k in np.flatnonzero(keep)[::-1]:  # top first
+            anns.append(AmodalAnnotation.from_masks(ann_id, int(rng.integers(1, NUM_CATEGORIES + 1)),
+                                                    amodal[k], visible[k]))
+            ann_id += 1
         images.append(ImageRecord(image_id, f"img_{image_id:04d}.png", HEIGHT, WIDTH, anns[::-1]))
     return images
 
@@ -91,12 +90,12 @@ def make_results(rng: np.random.Generator, images: list) -> list:
             invisible.append(np.zeros_like(fp))
             cats.append(int(rng.integers(1, NUM_CATEGORIES + 1)))
         amodal, visible = np.stack(amodal), np.stack(visible)
-        a_rles, v_rles = mask_ops.encode_many(amodal), mask_ops.encode_many(visible)
-        i_rles = mask_ops.encode_many(np.stack(invisible))
-        for j, cat in enumerate(cats):
-            results.append({"image_id": image.image_id, "file_name": image.file_name, "category_id": cat,
-                            "score": float(rng.random()), "segmentation": a_rles[j],
-                            "visible_mask": v_rles[j], "invisible_mask": i_rles[j]})
+        cats = np.asarray(cats, dtype=np.int64)
+        scores = np.asarray([rng.random() for _ in cats], dtype=np.float64)
+        prediction = Prediction(mask_ops.mask_boxes(amodal), mask_ops.mask_boxes(visible), cats, cats,
+                                [""] * len(cats), scores, amodal, visible, np.stack(invisible),
+                                (HEIGHT, WIDTH))
+        results.extend(prediction_to_results(prediction, image.image_id, image.file_name))
     return results
 
 

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from orcnn_core import masks as mask_ops
+from orcnn_core.data.synth import resolve_visibility
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
 from orcnn_ros.pipeline import AmodalPipeline
@@ -42,12 +43,11 @@ def cluttered_scene(n: int, seed: int = 0) -> Prediction:
             hw, hh = int(rng.integers(25, 80)), int(rng.integers(20, 60))
             cv2.rectangle(canvas, (cx - hw, cy - hh), (cx + hw, cy + hh), 1, -1)
         amodal[k] = canvas > 0
-    visible = amodal.copy()
-    for k in range(n):  # later objects lie in front
-        visible[k] &= ~amodal[k + 1:].any(axis=0)
+    boxes = mask_ops.mask_boxes(amodal)
+    crops = [(y0, y1, x0, x1) for x0, y0, x1, y1 in boxes.astype(int).tolist()]
+    _, visible = resolve_visibility(amodal, crops, 0.0, 0)  # later objects lie in front
     labels = rng.integers(1, 5, n).astype(np.int64)
-    boxes = np.array([mask_ops.mask_box(m) for m in amodal], np.float32)
-    vboxes = np.array([mask_ops.mask_box(m) for m in visible], np.float32)
+    vboxes = mask_ops.mask_boxes(visible)
     return Prediction(boxes, vboxes, labels, labels.copy(), [f"class_{k}" for k in labels],
                       rng.uniform(0.3, 1.0, n).astype(np.float32), amodal, visible, amodal & ~visible,
                       (HEIGHT, WIDTH))

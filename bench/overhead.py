@@ -24,14 +24,10 @@ import time
 from pathlib import Path
 
 import torch
+from common import torchvision_mask_rcnn
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import MultiScaleRoIAlign
 
 from orcnn_core.model import build_model, load_model_config
-from orcnn_core.model.backbone import build_backbone, count_levels, feature_level_names
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"r50": REPO / "config/models/r50_fpn_paper.yaml", "small": REPO / "config/models/small_cpu.yaml"}
@@ -48,22 +44,7 @@ def orcnn_config(name: str):
 
 def torchvision_maskrcnn(cfg, orcnn: torch.nn.Module | None) -> MaskRCNN:
     """torchvision's MaskRCNN with the same architecture, holding ORCNN's weights (amodal mask head)."""
-    backbone = build_backbone(cfg)
-    names, levels = feature_level_names(backbone), count_levels(backbone)
-    model = MaskRCNN(
-        backbone, num_classes=None, min_size=cfg.min_size, max_size=cfg.max_size,
-        rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes),
-                                             (tuple(cfg.aspect_ratios),) * levels),
-        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-        box_roi_pool=MultiScaleRoIAlign(names, 7, 2),
-        box_head=TwoMLPHead(cfg.fpn_channels * 49, cfg.box_representation_size),
-        box_predictor=FastRCNNPredictor(cfg.box_representation_size, cfg.num_classes + 1),
-        box_score_thresh=cfg.score_threshold, box_nms_thresh=cfg.nms_threshold,
-        box_detections_per_img=cfg.detections_per_image,
-        mask_roi_pool=MultiScaleRoIAlign(names, cfg.mask_roi_size, 2),
-        mask_head=MaskRCNNHeads(cfg.fpn_channels, [cfg.mask_head_channels] * 4, 1),
-        mask_predictor=MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes + 1))
+    model = torchvision_mask_rcnn(cfg)
     if orcnn is None:
         return model.eval()
     state = {}

@@ -22,29 +22,9 @@ import torch
 
 def mask_rcnn_like(cfg) -> torch.nn.Module:
     """torchvision MaskRCNN with ORCNN's backbone, anchors, box head and mask-head width."""
-    from torchvision.models.detection import MaskRCNN
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-    from torchvision.models.detection.rpn import AnchorGenerator
-    from torchvision.ops import MultiScaleRoIAlign
+    from common import torchvision_mask_rcnn
 
-    from orcnn_core.model.backbone import build_backbone, count_levels, feature_level_names
-
-    backbone = build_backbone(cfg)
-    levels, names = count_levels(backbone), feature_level_names(backbone)
-    anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), (tuple(cfg.aspect_ratios),) * levels)
-    return MaskRCNN(
-        backbone, num_classes=None, min_size=cfg.min_size, max_size=cfg.max_size,
-        rpn_anchor_generator=anchors, rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-        rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-        box_roi_pool=MultiScaleRoIAlign(names, 7, 2),
-        box_head=TwoMLPHead(cfg.fpn_channels * 49, cfg.box_representation_size),
-        box_predictor=FastRCNNPredictor(cfg.box_representation_size, cfg.num_classes + 1),
-        box_batch_size_per_image=cfg.box_batch_size_per_image,
-        mask_roi_pool=MultiScaleRoIAlign(names, cfg.mask_roi_size, 2),
-        mask_head=MaskRCNNHeads(cfg.fpn_channels, [cfg.mask_head_channels] * 4, 1),
-        mask_predictor=MaskRCNNPredictor(cfg.mask_head_channels, cfg.mask_head_channels, cfg.num_classes + 1))
+    return torchvision_mask_rcnn(cfg)
 
 
 def batches(count: int, batch: int, classes: int) -> list:

@@ -26,6 +26,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from orcnn_core.errors import InputError
+from orcnn_core.masks import binarize, mask_boxes
 from orcnn_core.structures import Prediction
 
 # The one source of these defaults: the ROS node's occluder_* parameters import them.
@@ -66,7 +67,7 @@ def _binary(masks: np.ndarray, threshold: float, name: str) -> np.ndarray:
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise InputError(f"{name} must be (N, H, W), got shape {masks.shape}")
-    return masks if masks.dtype == bool else masks >= threshold
+    return binarize(masks, threshold)
 
 
 def _unpack(masks: MaskInput, scores: Optional[np.ndarray], threshold: float):
@@ -94,14 +95,14 @@ def _unpack(masks: MaskInput, scores: Optional[np.ndarray], threshold: float):
 
 
 def _boxes(masks: np.ndarray) -> np.ndarray:
-    """(N, 4) int boxes x0 y0 x1 y1 (far edge exclusive); empty masks get x1 <= x0."""
-    rows, cols = masks.any(axis=2), masks.any(axis=1)
-    h, w = masks.shape[1:]
-    y0 = np.where(rows.any(1), rows.argmax(1), h)
-    y1 = np.where(rows.any(1), h - rows[:, ::-1].argmax(1), 0)
-    x0 = np.where(cols.any(1), cols.argmax(1), w)
-    x1 = np.where(cols.any(1), w - cols[:, ::-1].argmax(1), 0)
-    return np.stack([x0, y0, x1, y1], axis=1)
+    """(N, 4) int boxes x0 y0 x1 y1 (far edge exclusive); empty masks get all zeros (so x1 <= x0,
+    and no box ``b`` with ``b.x0 >= 0`` meets them: ``0 > b.x0`` never holds)."""
+    return mask_boxes(masks).astype(np.int64)
+
+
+def areas(masks: np.ndarray) -> np.ndarray:
+    """(N,) int64 foreground pixel counts of an NxHxW bool stack."""
+    return np.fromiter((np.count_nonzero(m) for m in masks), dtype=np.int64, count=masks.shape[0])
 
 
 def overlap_counts(visible: np.ndarray, invisible: np.ndarray) -> np.ndarray:
@@ -124,7 +125,7 @@ def overlap_counts(visible: np.ndarray, invisible: np.ndarray) -> np.ndarray:
             continue
         hidden = invisible[i, y0:y1, x0:x1]
         covering = visible[candidates, y0:y1, x0:x1] & hidden
-        counts[i, candidates] = covering.reshape(candidates.size, -1).sum(axis=1)
+        counts[i, candidates] = areas(covering)
     return counts
 
 
@@ -215,9 +216,7 @@ def compute_occlusion_graph(masks: MaskInput, scores: Optional[Sequence[float]] 
         raise InputError(f"min_pixels must be >= 0, got {min_pixels}")
     amodal, visible, invisible, scores = _unpack(masks, scores, mask_threshold)
     n = amodal.shape[0]
-    amodal_area = amodal.reshape(n, amodal[0].size if n else 0).sum(1).astype(np.int64)
-    visible_area = visible.reshape(n, amodal[0].size if n else 0).sum(1).astype(np.int64)
-    invisible_area = invisible.reshape(n, amodal[0].size if n else 0).sum(1).astype(np.int64)
+    amodal_area, visible_area, invisible_area = areas(amodal), areas(visible), areas(invisible)
     counts = overlap_counts(visible, invisible)
     fraction = counts / np.maximum(invisible_area, 1)[:, None]
     hidden_enough = invisible_area >= float(min_invisible_fraction) * amodal_area

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from orcnn_core.errors import InputError
+from orcnn_core.masks import binarize, mask_boxes
 from orcnn_core.occlusion import OcclusionGraph, graph_for
 from orcnn_core.structures import Prediction
 
@@ -68,15 +69,11 @@ def instance_colors(category_ids) -> list[tuple[int, int, int]]:
     return colors
 
 
-def _binary(masks: np.ndarray, threshold: float) -> np.ndarray:
-    return masks if masks.dtype == bool else masks >= threshold
-
-
 def _resized(masks: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
     """(N, H, W) masks binarised at ``size`` = (width, height); upscaled smoothly (linear, then cut)."""
     w, h = size
     if masks.shape[1:] == (h, w):
-        return _binary(masks, threshold)
+        return binarize(masks, threshold)
     cut = 0.5 if masks.dtype == bool else threshold
     out = np.zeros((masks.shape[0], h, w), dtype=bool)
     for k in range(masks.shape[0]):
@@ -84,28 +81,58 @@ def _resized(masks: np.ndarray, threshold: float, size: tuple[int, int]) -> np.n
     return out
 
 
-def _box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
-    """Tight ``(x0, y0, x1, y1)`` box (far edge exclusive) of a bool mask; None when empty."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        return None
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+def _stack_boxes(masks: np.ndarray) -> list[Optional[tuple[int, int, int, int]]]:
+    """Tight ``(x0, y0, x1, y1)`` boxes (far edge exclusive) of an NxHxW bool stack; None when empty."""
+    return [(x0, y0, x1, y1) if x1 > x0 else None
+            for x0, y0, x1, y1 in mask_boxes(masks).astype(np.int64).tolist()]
+
+
+def _union_boxes(*per_stack: list) -> list[Optional[tuple[int, int, int, int]]]:
+    """Per instance, the box holding its boxes in each of ``per_stack`` (lists from ``_stack_boxes``);
+    None when all are None."""
+    boxes = np.asarray([[b if b is not None else (0, 0, 0, 0) for b in stack] for stack in per_stack],
+                       dtype=np.int64).reshape(len(per_stack), -1, 4)  # (S, N, 4)
+    present = boxes[..., 2] > boxes[..., 0]
+    big = np.iinfo(np.int64).max
+    x0 = np.where(present, boxes[..., 0], big).min(0)
+    y0 = np.where(present, boxes[..., 1], big).min(0)
+    x1 = np.where(present, boxes[..., 2], -1).max(0)
+    y1 = np.where(present, boxes[..., 3], -1).max(0)
+    return [(int(x0[i]), int(y0[i]), int(x1[i]), int(y1[i])) if present[:, i].any() else None
+            for i in range(boxes.shape[1])]
 
 
 def _blend(canvas: np.ndarray, region: np.ndarray, color: tuple, alpha: float, box: tuple) -> None:
-    """Alpha-blend ``color`` into ``canvas`` where ``region``; work only inside ``box`` (speed)."""
+    """Alpha-blend ``color`` into ``canvas`` where ``region`` (a crop of the size of ``box``)."""
     x0, y0, x1, y1 = box
-    sub, inside = canvas[y0:y1, x0:x1], region[y0:y1, x0:x1]
-    sub[inside] = sub[inside] * (1.0 - alpha) + np.asarray(color, np.float32) * alpha
+    sub = canvas[y0:y1, x0:x1]
+    np.copyto(sub, sub * (1.0 - alpha) + np.asarray(color, np.float32) * alpha, where=region[..., None])
 
 
-def _contours(mask: np.ndarray) -> list:
-    found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+def _hatch(box: tuple, period: int) -> np.ndarray:
+    """The diagonal hatch pattern ``((x + y) % period) < period // 4`` over ``box`` only."""
+    x0, y0, x1, y1 = box
+    diag = np.arange(y0, y1, dtype=np.int32)[:, None] + np.arange(x0, x1, dtype=np.int32)[None, :]
+    return (diag % period) < max(1, period // 4)
+
+
+def _contours(mask: np.ndarray, box: Optional[tuple] = None) -> list:
+    """External contours of ``mask`` in image coordinates; with ``box`` (holding all of the mask)
+    only a crop one pixel larger than it is searched, which finds the same contours."""
+    if box is None:
+        found, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        return found
+    h, w = mask.shape
+    x0, y0 = max(box[0] - 1, 0), max(box[1] - 1, 0)
+    x1, y1 = min(box[2] + 1, w), min(box[3] + 1, h)
+    found, _ = cv2.findContours(mask[y0:y1, x0:x1].astype(np.uint8), cv2.RETR_EXTERNAL,
+                                cv2.CHAIN_APPROX_NONE, offset=(x0, y0))
     return found
 
 
-def _draw_dashed(canvas: np.ndarray, mask: np.ndarray, color: tuple, thickness: int, dash: int) -> None:
-    for contour in _contours(mask):
+def _draw_dashed(canvas: np.ndarray, mask: np.ndarray, color: tuple, thickness: int, dash: int,
+                 box: Optional[tuple] = None) -> None:
+    for contour in _contours(mask, box):
         points = contour.reshape(-1, 2)
         for k in range(0, len(points) - 1, dash * 2):
             run = points[k:k + dash + 1].reshape(-1, 1, 2).astype(np.int32)
@@ -113,11 +140,25 @@ def _draw_dashed(canvas: np.ndarray, mask: np.ndarray, color: tuple, thickness: 
                 cv2.polylines(canvas, [run], False, color, thickness, cv2.LINE_AA)
 
 
-def _centroid(mask: np.ndarray) -> Optional[tuple[int, int]]:
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+def _centroid(mask: np.ndarray, origin: tuple[int, int] = (0, 0)) -> Optional[tuple[int, int]]:
+    """Rounded mean pixel ``(x, y)`` of ``mask``, a crop whose top-left pixel is ``origin`` (x, y) of
+    the image (the whole of the mask's foreground must lie in it), in image coordinates; None when
+    empty. The sums are exact integers, so the result does not depend on the crop."""
+    x0, y0 = origin
+    cols, rows = np.count_nonzero(mask, axis=0), np.count_nonzero(mask, axis=1)
+    count = int(cols.sum())
+    if count == 0:
         return None
-    return int(round(xs.mean())), int(round(ys.mean()))
+    sum_x = int(cols @ np.arange(x0, x0 + cols.size, dtype=np.int64))
+    sum_y = int(rows @ np.arange(y0, y0 + rows.size, dtype=np.int64))
+    return int(round(sum_x / count)), int(round(sum_y / count))
+
+
+def _box_intersection(a: Optional[tuple], b: Optional[tuple]) -> Optional[tuple]:
+    if a is None or b is None:
+        return None
+    box = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    return box if box[2] > box[0] and box[3] > box[1] else None
 
 
 def _text_color(color: tuple) -> tuple[int, int, int]:
@@ -125,8 +166,14 @@ def _text_color(color: tuple) -> tuple[int, int, int]:
     return (0, 0, 0) if luma > 140 else (255, 255, 255)
 
 
-def _overlap_area(a: tuple, b: tuple) -> int:
-    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+def _overlap_areas(rects: np.ndarray, placed: np.ndarray) -> np.ndarray:
+    """For each of ``rects`` (K, 4), its summed intersection area with ``placed`` (M, 4) (integers)."""
+    if len(placed) == 0:
+        return np.zeros(len(rects), dtype=np.int64)
+    a, b = rects[:, None, :], placed[None, :, :]
+    dx = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    dy = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    return (dx * dy).sum(axis=1)
 
 
 def layout_labels(sizes: list[tuple[int, int]], boxes: list[Optional[tuple]], image_size: tuple[int, int],
@@ -148,18 +195,23 @@ def layout_labels(sizes: list[tuple[int, int]], boxes: list[Optional[tuple]], im
                  (bx1 + gap, by0), (bx0 - lw - gap, by0), (bx0 + gap, by0 + gap)]
         spots += [(bx0, by0 - (k + 1) * (lh + gap)) for k in range(1, 4)]
         spots += [(bx0, by1 + gap + k * (lh + gap)) for k in range(1, 4)]
-        best, best_cost = None, None
-        for rank, (x, y) in enumerate(spots):
+        rects = []
+        for x, y in spots:
             cx = int(min(max(x, 0), max(w - lw, 0)))
             cy = int(min(max(y, 0), max(h - lh, 0)))
-            rect = (cx, cy, min(cx + lw, w), min(cy + lh, h))
+            rects.append((cx, cy, min(cx + lw, w), min(cy + lh, h)))
+        overlaps = _overlap_areas(np.asarray(rects, dtype=np.int64).reshape(-1, 4),
+                                  np.asarray(placed, dtype=np.int64).reshape(-1, 4)).tolist()
+        best, best_cost = None, None
+        for rank, ((x, y), rect, overlap) in enumerate(zip(spots, rects, overlaps)):
+            cx, cy = rect[0], rect[1]
             area = max((rect[2] - rect[0]) * (rect[3] - rect[1]), 1)
             cost = 0.03 * rank + 0.5 * (abs(cx - x) + abs(cy - y)) / max(lh, 1)
             if integral is not None:
                 x0, y0, x1, y1 = rect
                 covered = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
                 cost += float(covered) / area
-            cost += 10.0 * sum(_overlap_area(rect, other) for other in placed) / area
+            cost += 10.0 * overlap / area
             if best_cost is None or cost < best_cost:
                 best, best_cost = rect, cost
         placed.append(best)
@@ -238,32 +290,50 @@ def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
     font_thickness = 1 if font < 0.75 else 2
 
     colors = instance_colors(prediction.category_ids)
-    boxes = [_box(amodal[i] | visible[i] | invisible[i]) for i in range(n)]
+    amodal_boxes, visible_boxes, invisible_boxes = (_stack_boxes(m) for m in (amodal, visible, invisible))
+    boxes = _union_boxes(amodal_boxes, visible_boxes, invisible_boxes)
     canvas = image.astype(np.float32)
-    yy, xx = np.indices((out_h, out_w), dtype=np.int32)
-    hatch = ((xx + yy) % hatch_period) < max(1, hatch_period // 4)
+
+    def crop(masks: np.ndarray, i: int, box: tuple) -> np.ndarray:
+        x0, y0, x1, y1 = box
+        return masks[i, y0:y1, x0:x1]
+
+    # Each region is blended within its own box only (nothing outside it changes).
     for i in range(n):
-        if boxes[i] is not None:
-            _blend(canvas, visible[i], colors[i], VISIBLE_ALPHA, boxes[i])
+        if visible_boxes[i] is not None:
+            _blend(canvas, crop(visible, i, visible_boxes[i]), colors[i], VISIBLE_ALPHA, visible_boxes[i])
     # Hidden parts go on top, so one sees "through" the occluder: a light veil, tint and hatching.
     for i in range(n):
-        if boxes[i] is not None:
-            _blend(canvas, invisible[i], (255, 255, 255), HIDDEN_VEIL, boxes[i])
-            _blend(canvas, invisible[i], colors[i], HIDDEN_ALPHA, boxes[i])
-            _blend(canvas, invisible[i] & hatch, colors[i], HATCH_ALPHA, boxes[i])
+        box = invisible_boxes[i]
+        if box is not None:
+            hidden = crop(invisible, i, box)
+            _blend(canvas, hidden, (255, 255, 255), HIDDEN_VEIL, box)
+            _blend(canvas, hidden, colors[i], HIDDEN_ALPHA, box)
+            _blend(canvas, hidden & _hatch(box, hatch_period), colors[i], HATCH_ALPHA, box)
     out = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
 
     for i in range(n):
-        _draw_dashed(out, amodal[i], colors[i], thin, DASH * line)
-        cv2.drawContours(out, _contours(visible[i]), -1, colors[i], line, cv2.LINE_AA)
+        if amodal_boxes[i] is not None:
+            _draw_dashed(out, amodal[i], colors[i], thin, DASH * line, amodal_boxes[i])
+        if visible_boxes[i] is not None:
+            cv2.drawContours(out, _contours(visible[i], visible_boxes[i]), -1, colors[i], line, cv2.LINE_AA)
     if arrows:
         # Short arrows: from the occluder's centre towards the part it hides, cut to ``reach``.
         tip, reach = 4 * line + 3, 0.09 * long_side
+        centres: dict = {}  # occluder -> centroid of its visible region (computed once)
         for i in range(n):
             for j, share in zip(occlusion.occluder_ids[i], occlusion.occluder_overlap[i]):
                 if share < ARROW_MIN_SHARE:
                     continue
-                start, target = _centroid(visible[j]), _centroid(invisible[i] & visible[j])
+                if j not in centres:
+                    box = visible_boxes[j]
+                    centres[j] = None if box is None else _centroid(crop(visible, j, box), box[:2])
+                start, both = centres[j], _box_intersection(invisible_boxes[i], visible_boxes[j])
+                target = None
+                if both is not None:
+                    bx0, by0, bx1, by1 = both
+                    target = _centroid(invisible[i, by0:by1, bx0:bx1] & visible[j, by0:by1, bx0:bx1],
+                                       (bx0, by0))
                 if start is None or target is None:
                     continue
                 dx, dy = start[0] - target[0], start[1] - target[1]

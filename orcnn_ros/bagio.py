@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
+from orcnn_core.data.images import IMAGE_EXTENSIONS
+from orcnn_core.data.images import list_images as list_image_files
 from orcnn_core.errors import InputError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -312,7 +314,7 @@ def copy_topic_info(writer: BagWriter, info: TopicInfo, typestore: Any) -> None:
 # --- bags from image folders, and the map that ties their stamps back to the files ---
 
 IMAGE_MAP_NAME = "image_map.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the project's one list of image suffixes
 _ENCODED_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
@@ -326,11 +328,11 @@ class MapEntry:
 
 
 def list_images(folder: PathLike) -> list[Path]:
-    """Image files directly in ``folder`` (by suffix), sorted by name."""
+    """Image files directly in ``folder`` (by suffix; sub-folders are not read), sorted by name."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"image folder not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_image_files(folder, recursive=False)
     if not files:
         raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return files

@@ -160,22 +160,21 @@ def roi_fields(box: Sequence[float]) -> dict:
             "width": max(x1 - x0, 0), "do_rectify": False}
 
 
-def _binary(masks: np.ndarray, threshold: float) -> np.ndarray:
-    return masks if masks.dtype == bool else masks >= threshold
-
-
 def build_instance_array(prediction: Prediction, occlusion: Optional[OcclusionGraph], header: Any,
                          factories: MessageFactories, mask_threshold: float = 0.5) -> Any:
     """``AmodalInstanceArray`` for one image; masks cropped to the amodal mask's tight box, mono8 0/255."""
     height, width = (int(v) for v in prediction.image_size)
     n = len(prediction)
     occlusion = graph_for(prediction, occlusion, mask_threshold)
-    amodal = _binary(prediction.amodal_masks, mask_threshold)
-    visible = _binary(prediction.visible_masks, mask_threshold)
-    invisible = _binary(prediction.invisible_masks, mask_threshold)
+    amodal = mask_ops.binarize(prediction.amodal_masks, mask_threshold)
+    visible = mask_ops.binarize(prediction.visible_masks, mask_threshold)
+    invisible = mask_ops.binarize(prediction.invisible_masks, mask_threshold)
+    # One pass per stack; the float32 boxes hold exact pixel integers (zeros for an empty mask).
+    amodal_boxes = mask_ops.mask_boxes(amodal).tolist() if n else []
+    visible_boxes = mask_ops.mask_boxes(visible).tolist() if n else []
     instances = []
     for i in range(n):
-        box = mask_ops.mask_box(amodal[i])
+        box = amodal_boxes[i]
         x0, y0, x1, y1 = (int(v) for v in box)
         crop = (slice(y0, y1), slice(x0, x1))
         instances.append(factories.instance(
@@ -184,7 +183,7 @@ def build_instance_array(prediction: Prediction, occlusion: Optional[OcclusionGr
             class_name=str(prediction.class_names[i]),
             score=float(prediction.scores[i]),
             amodal_roi=factories.roi(**roi_fields(box)),
-            visible_roi=factories.roi(**roi_fields(mask_ops.mask_box(visible[i]))),
+            visible_roi=factories.roi(**roi_fields(visible_boxes[i])),
             amodal_mask=make_image_msg(factories, header, mask_image_fields(amodal[i][crop])),
             visible_mask=make_image_msg(factories, header, mask_image_fields(visible[i][crop])),
             invisible_mask=make_image_msg(factories, header, mask_image_fields(invisible[i][crop])),

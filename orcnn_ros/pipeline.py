@@ -51,6 +51,16 @@ class FrameResult:
     overlay: Optional[Any] = None  # rgb8 Image message, only when asked for
 
 
+class CauseCounter(collections.Counter):
+    """Counts events (skipped frames, unreadable messages) per cause; only the first of each cause
+    is worth a log line, the rest are only counted: ``add`` says which one it was."""
+
+    def add(self, cause: str) -> bool:
+        """Count one event of ``cause``; True when it is the first of its cause (log it)."""
+        self[cause] += 1
+        return self[cause] == 1
+
+
 def load_predictor(params: Any) -> Predict:
     """The Predictor named by ``NodeParams`` (weights, else a model config with random init)."""
     params.require_model()
@@ -88,7 +98,7 @@ class AmodalPipeline:
         self._lock = threading.Lock()  # counters are read by the diagnostics timer thread
         self.processed = 0
         self.dropped = 0
-        self.skipped_by_cause: collections.Counter = collections.Counter()
+        self.skipped_by_cause = CauseCounter()
         self._skipped_at_last_report = 0
         self._latencies_ms: collections.deque = collections.deque(maxlen=LATENCY_WINDOW)
 
@@ -163,8 +173,7 @@ class AmodalPipeline:
     def report_bad_frame(self, cause: str, message: str, error: bool = False) -> None:
         """Count a skipped frame under ``cause``; log only the first one of each cause."""
         with self._lock:
-            self.skipped_by_cause[cause] += 1
-            first = self.skipped_by_cause[cause] == 1
+            first = self.skipped_by_cause.add(cause)
         if first:
             log = self.log.error if error else self.log.warning
             log(f"skipping frame ({cause}): {message}; later frames with this cause are only counted "
@@ -241,10 +250,19 @@ class LatestFrameSlot:
             self._closed = True
             self._cond.notify_all()
 
-    def reopen(self) -> None:
-        """Allow waiting again after ``close`` (node re-activation)."""
+    def reopen(self) -> bool:
+        """Allow waiting again after ``close`` (node re-activation).
+
+        A frame left in the slot from before is stale (its header is old): it is discarded and
+        counted as dropped. True when one was.
+        """
         with self._cond:
             self._closed = False
+            stale = self._full
+            if stale:
+                self.dropped += 1
+            self._item, self._full = None, False
+            return stale
 
 
 class PipelineWorker:
@@ -270,7 +288,8 @@ class PipelineWorker:
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self.slot.reopen()
+        if self.slot.reopen():  # a frame left over from before deactivation is stale
+            self.pipeline.record_drops(1)
         self._thread = threading.Thread(target=self._run, name="orcnn-pipeline", daemon=True)
         self._thread.start()
 

@@ -35,6 +35,7 @@ from orcnn_ros.bagio import (
     prepare_output,
     read_image_map,
 )
+from orcnn_ros.pipeline import CauseCounter
 
 log = logging.getLogger("orcnn-replay")
 
@@ -84,7 +85,8 @@ class ReplayOptions:
             raise InputError(f"--storage must be one of {', '.join(STORAGES)}, got {self.storage!r}")
         if self.overlay and self.overlay_topic == self.instances_topic:
             raise InputError("--overlay-topic must differ from --instances-topic")
-        clash = {self.instances_topic, self.overlay_topic} & set(self.copy_topics)
+        outputs = {self.instances_topic} | ({self.overlay_topic} if self.overlay else set())
+        clash = outputs & set(self.copy_topics)
         if clash:
             raise InputError(f"--copy-topic {sorted(clash)[0]} clashes with an output topic name")
 
@@ -120,7 +122,7 @@ class ReplaySummary:
     frames_in_topic: int = 0
     frames_selected: int = 0
     frames_processed: int = 0
-    skipped_by_cause: collections.Counter = field(default_factory=collections.Counter)
+    skipped_by_cause: CauseCounter = field(default_factory=CauseCounter)
     skipped_frames: list = field(default_factory=list)  # {index, stamp_ns, cause, message}
     latencies_ms: list = field(default_factory=list)
     instances_per_frame: list = field(default_factory=list)
@@ -138,10 +140,9 @@ class ReplaySummary:
 
     def skip(self, frame: Frame, cause: str, message: str) -> None:
         """Record a skipped frame; the first frame of each cause is logged, the rest counted."""
-        self.skipped_by_cause[cause] += 1
         self.skipped_frames.append({"index": frame.msg.index, "stamp_ns": frame.msg.timestamp,
                                     "cause": cause, "message": message})
-        if self.skipped_by_cause[cause] == 1:
+        if self.skipped_by_cause.add(cause):
             log.warning("%s: skipping frame %d (receive time %d ns): %s [%s]; further frames with this "
                         "cause are only counted", self.topic, frame.msg.index, frame.msg.timestamp,
                         message, cause)
@@ -219,10 +220,10 @@ class GroundTruthIndex:
                  source: str = "") -> None:
         self.key = key
         self.by_order = sorted(images, key=lambda r: r.image_id)
-        self._by_path = {posixpath.normpath(str(r.file_name).replace("\\", "/")): r for r in images}
-        self._by_base: dict = collections.defaultdict(list)
-        for r in images:
-            self._by_base[posixpath.basename(str(r.file_name).replace("\\", "/"))].append(r)
+        from orcnn_core.data.records import index_by_file_name
+
+        by_path, self._by_base = index_by_file_name(images)  # an ambiguous base name maps to None
+        self._by_path = {posixpath.normpath(path): r for path, r in by_path.items()}
         entries = list(image_map or [])
         if key in ("stamp", "file") and not entries:
             raise InputError(f"--gt-key {key} needs an image map ({source or 'none given'} is empty)")
@@ -237,8 +238,7 @@ class GroundTruthIndex:
         name = posixpath.normpath(name.replace("\\", "/"))
         if name in self._by_path:
             return self._by_path[name]
-        same_base = self._by_base.get(posixpath.basename(name), [])
-        return same_base[0] if len(same_base) == 1 else None
+        return self._by_base.get(posixpath.basename(name))  # None when missing or ambiguous
 
     def match(self, index: int, stamp_ns: Optional[int]) -> Optional[Any]:
         """Ground-truth ImageRecord of the frame at topic ``index``, header ``stamp_ns``; or None."""
@@ -264,11 +264,9 @@ class GroundTruthIndex:
 
 def load_predictor(weights: Optional[Path], device: str, score_threshold: Optional[float]) -> Any:
     """A Predictor from ``weights`` (default: the bundled demo weights)."""
-    from orcnn_core.engine import Predictor
-    from orcnn_core.engine.demo import bundled_weights
+    from orcnn_core.engine.demo import load_predictor as load_demo_predictor
 
-    path = Path(weights) if weights is not None else bundled_weights()
-    return Predictor.from_weights(path, device=device, score_threshold=score_threshold)
+    return load_demo_predictor(weights, device=device, score_threshold=score_threshold)
 
 
 class _Replay:
@@ -524,7 +522,7 @@ class EvalBagSummary:
     frames_evaluated: int = 0       # messages whose ground-truth image they were the first to claim
     frames_without_gt: int = 0
     instances_total: int = 0
-    skipped_by_cause: collections.Counter = field(default_factory=collections.Counter)
+    skipped_by_cause: CauseCounter = field(default_factory=CauseCounter)
     evaluation: Optional[dict] = None
 
     def to_dict(self) -> dict:
@@ -594,8 +592,7 @@ def run_eval_bag(opts: EvalBagOptions) -> EvalBagSummary:
 
 
 def _count_unreadable(summary: EvalBagSummary, m: BagMessage, cause: str, message: str) -> None:
-    summary.skipped_by_cause[cause] += 1
-    if summary.skipped_by_cause[cause] == 1:
+    if summary.skipped_by_cause.add(cause):
         log.warning("%s: skipping message %d (receive time %d ns): %s [%s]; further messages with this "
                     "cause are only counted", summary.topic, m.index, m.timestamp, message, cause)
 

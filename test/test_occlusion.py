@@ -10,6 +10,7 @@ from orcnn_core.occlusion import (
     DEFAULT_MIN_OVERLAP,
     DEFAULT_MIN_PIXELS,
     compute_occlusion_graph,
+    overlap_counts,
     pick_order,
 )
 from orcnn_core.structures import Prediction
@@ -220,3 +221,20 @@ def test_pick_order_is_a_permutation_respecting_every_edge(case):
         assert position[j] < position[i], f"{j} occludes {i} but is picked after it"
     roots = [k for k in range(n) if not edges[k].any()]
     assert set(order[:len(roots)]) == set(roots)
+
+
+def test_empty_masks_meet_nothing_in_the_overlap_counts():
+    # Empty masks get all-zero boxes; a mask at the image's top-left corner must not "meet" them.
+    h, w = 20, 30
+    visible = np.zeros((3, h, w), bool)
+    invisible = np.zeros((3, h, w), bool)
+    visible[0, 0:5, 0:5] = True        # occluder at the corner (box starts at 0, 0)
+    invisible[1, 0:4, 0:4] = True      # hidden by instance 0
+    visible[1, 10:15, 10:15] = True
+    # instance 2 is empty in both stacks
+    counts = overlap_counts(visible, invisible)
+    assert counts.tolist() == [[0, 0, 0], [16, 0, 0], [0, 0, 0]]
+    graph = compute_occlusion_graph((visible | invisible, visible, invisible), min_pixels=1)
+    assert graph.occluder_ids == [[], [0], []]
+    assert graph.amodal_area.tolist() == [25, 41, 0] and graph.invisible_area.tolist() == [0, 16, 0]
+    assert graph.amodal_area.dtype == np.int64

@@ -509,6 +509,19 @@ def test_option_errors(tmp_path: Path, raw_bag: Path, dataset, capsys: pytest.Ca
         assert not (tmp_path / "o").exists()
 
 
+def test_copy_topic_clashes_only_with_topics_that_are_written(tmp_path: Path) -> None:
+    opts = replay.ReplayOptions(bag=tmp_path / "in", topic="/image", out=tmp_path / "o",
+                                copy_topics=(replay.OVERLAY_TOPIC,))
+    opts.validate()  # no --overlay: nothing is written on the overlay topic, so copying it is fine
+    opts.overlay = True
+    with pytest.raises(replay.InputError, match=replay.OVERLAY_TOPIC):
+        opts.validate()
+    opts = replay.ReplayOptions(bag=tmp_path / "in", topic="/image", out=tmp_path / "o",
+                                copy_topics=(replay.INSTANCES_TOPIC,))
+    with pytest.raises(replay.InputError, match=replay.INSTANCES_TOPIC):
+        opts.validate()
+
+
 # --- the launch file (launch is not importable here: check its structure) ----------------------
 
 def test_replay_launch_file_structure() -> None:

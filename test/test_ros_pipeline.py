@@ -18,7 +18,13 @@ from orcnn_core.errors import ConfigError, InputError
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
 from orcnn_ros.params import NodeParams, load_params_yaml, params_from_mapping
-from orcnn_ros.pipeline import AmodalPipeline, LatestFrameSlot, PipelineWorker, load_predictor
+from orcnn_ros.pipeline import (
+    AmodalPipeline,
+    CauseCounter,
+    LatestFrameSlot,
+    PipelineWorker,
+    load_predictor,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
@@ -294,6 +300,12 @@ def test_malformed_fixture_bags_are_skipped_per_message_and_processing_goes_on(b
 
 # -- newest-frame-only hand-over ------------------------------------------------------------------
 
+def test_cause_counter_says_which_event_is_the_first_of_its_cause():
+    counts = CauseCounter()
+    assert [counts.add(c) for c in ("a", "b", "a", "a")] == [True, True, False, False]
+    assert counts == {"a": 3, "b": 1} and sum(counts.values()) == 4
+
+
 def test_latest_frame_slot_keeps_only_the_newest():
     slot = LatestFrameSlot()
     assert [slot.put(k) for k in (1, 2, 3)] == [False, True, True]
@@ -315,6 +327,36 @@ def test_latest_frame_slot_hands_over_between_threads_and_close_wakes_a_waiter()
     slot.close()
     waiter.join(10)
     assert not waiter.is_alive() and got == ["frame", None]
+
+
+def test_latest_frame_slot_reopen_discards_a_stale_frame_and_counts_it():
+    slot = LatestFrameSlot()
+    slot.put("old")
+    slot.close()
+    assert slot.reopen() is True and slot.dropped == 1
+    assert slot.take(timeout=0.01) is None
+    assert slot.reopen() is False and slot.dropped == 1
+
+
+def test_worker_restart_does_not_publish_a_frame_from_before_deactivation():
+    predictor = FakePredictor()
+    pipeline = make_pipeline(predictor)
+    published = []
+    worker = PipelineWorker(pipeline, published.append, poll_s=0.05)
+    worker.start()
+    assert worker.stop(timeout=10)
+    worker.submit(good_frame(10))  # arrives after deactivation: stale once reactivated
+    worker.start()
+    try:
+        worker.submit(good_frame(20))
+        for _ in range(500):
+            if published:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        assert worker.stop(timeout=10)
+    assert predictor.seen == [20] and len(published) == 1
+    assert pipeline.dropped == 1 and pipeline.processed == 1
 
 
 def test_worker_drops_stale_frames_while_busy_and_processes_the_newest():
