@@ -22,9 +22,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 BUNDLED_WEIGHTS = WEIGHTS_DIR / "demo_small.safetensors"
 DEMO_SEED = 2019          # scenes of ``orcnn demo`` (not the training seed 0 nor the validation seed 12345)
 DEMO_SIZE = (320, 240)    # width, height: the size the bundled model was trained at
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
 def bundled_weights() -> Path:
     """Path of the bundled demo model; WeightsError when the file is missing."""
     if not BUNDLED_WEIGHTS.is_file() or not BUNDLED_WEIGHTS.with_suffix(".json").is_file():
@@ -45,24 +42,22 @@ def load_predictor(weights: str | Path | None = None, **kwargs) -> Predictor:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files (png/jpg/jpeg/bmp) under ``folder``, sorted by relative path."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    """Image files under ``folder`` (recursively), sorted by relative path."""
+    from orcnn_core.data.images import list_images as list_image_files
+
+    if not Path(folder).is_dir():
         raise DatasetError(f"--images: folder not found: {folder}")
-    return sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                  key=lambda p: p.relative_to(folder).as_posix())
+    return list_image_files(folder, recursive=True)
 
 
 def ids_from_ground_truth(gt_path: str | Path) -> dict[str, int]:
-    """``file_name -> image_id`` of an annotation file (full relative name and base name)."""
+    """``file_name -> image_id`` of an annotation file: full relative names, and unambiguous base names."""
     from orcnn_core.data import load_annotations
+    from orcnn_core.data.records import index_by_file_name
 
-    annotations = load_annotations(gt_path)
-    ids: dict[str, int] = {}
-    for record in annotations.images:
-        name = Path(record.file_name).as_posix()
-        ids[name] = int(record.image_id)
-        ids.setdefault(Path(name).name, int(record.image_id))
+    by_path, by_basename = index_by_file_name(load_annotations(gt_path).images)
+    ids = {name: int(record.image_id) for name, record in by_basename.items() if record is not None}
+    ids.update({name: int(record.image_id) for name, record in by_path.items()})
     return ids
 
 
