@@ -229,18 +229,3 @@ def compute_occlusion_graph(masks: MaskInput, scores: Optional[Sequence[float]] 
                           truncated=touches_border(amodal), pick_order=pick_order(edges, scores),
                           amodal_area=amodal_area, visible_area=visible_area,
                           invisible_area=invisible_area, occlusion_rate=rate)
-
-
-def graph_for(prediction: Prediction, occlusion: Optional[OcclusionGraph] = None,
-              mask_threshold: float = 0.5) -> OcclusionGraph:
-    """``occlusion`` checked against ``prediction`` (one entry per instance), or computed when None."""
-    n = len(prediction)
-    height, width = (int(v) for v in prediction.image_size)
-    if n and prediction.amodal_masks.shape[1:] != (height, width):
-        raise InputError(f"Prediction.image_size {(height, width)} disagrees with mask shape "
-                         f"{prediction.amodal_masks.shape[1:]}")
-    if occlusion is None:
-        return compute_occlusion_graph(prediction, mask_threshold=mask_threshold)
-    if len(occlusion.occluder_ids) != n:
-        raise InputError(f"occlusion graph has {len(occlusion.occluder_ids)} instances, prediction has {n}")
-    return occlusion

@@ -19,9 +19,10 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from orcnn_core.analysis import AnalysisConfig, FrameAnalysis, as_analysis
 from orcnn_core.errors import InputError
-from orcnn_core.masks import binarize, mask_boxes
-from orcnn_core.occlusion import OcclusionGraph, graph_for
+from orcnn_core.masks import mask_boxes
+from orcnn_core.occlusion import OcclusionGraph
 from orcnn_core.structures import Prediction
 
 READABLE_LONG_SIDE = 640  # ``min_long_side`` at which the labels of a small image read well
@@ -69,22 +70,23 @@ def instance_colors(category_ids) -> list[tuple[int, int, int]]:
     return colors
 
 
-def _resized(masks: np.ndarray, threshold: float, size: tuple[int, int]) -> np.ndarray:
-    """(N, H, W) masks binarised at ``size`` = (width, height); upscaled smoothly (linear, then cut)."""
+def _upscaled(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) bool masks at ``size`` = (width, height), upscaled smoothly (linear, then cut at 0.5)."""
     w, h = size
-    if masks.shape[1:] == (h, w):
-        return binarize(masks, threshold)
-    cut = 0.5 if masks.dtype == bool else threshold
     out = np.zeros((masks.shape[0], h, w), dtype=bool)
     for k in range(masks.shape[0]):
-        out[k] = cv2.resize(masks[k].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= cut
+        out[k] = cv2.resize(masks[k].astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5
     return out
+
+
+def _optional_boxes(boxes: np.ndarray) -> list[Optional[tuple[int, int, int, int]]]:
+    """Tight ``(x0, y0, x1, y1)`` boxes as tuples; None for the all-zero box of an empty mask."""
+    return [(x0, y0, x1, y1) if x1 > x0 else None for x0, y0, x1, y1 in boxes.astype(np.int64).tolist()]
 
 
 def _stack_boxes(masks: np.ndarray) -> list[Optional[tuple[int, int, int, int]]]:
     """Tight ``(x0, y0, x1, y1)`` boxes (far edge exclusive) of an NxHxW bool stack; None when empty."""
-    return [(x0, y0, x1, y1) if x1 > x0 else None
-            for x0, y0, x1, y1 in mask_boxes(masks).astype(np.int64).tolist()]
+    return _optional_boxes(mask_boxes(masks))
 
 
 def _union_boxes(*per_stack: list) -> list[Optional[tuple[int, int, int, int]]]:
@@ -246,16 +248,17 @@ def label_lines(i: int, prediction: Prediction, occlusion: OcclusionGraph) -> tu
     return head, ("behind " + ",".join(f"#{j}" for j in ids)) if ids else None
 
 
-def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
-                 occlusion: Optional[OcclusionGraph] = None, mask_threshold: float = 0.5,
-                 arrows: bool = True, min_long_side: int = 0) -> np.ndarray:
-    """RGB uint8 overlay of the amodal instances of ``prediction`` on ``image_rgb``.
+def draw_overlay(image_rgb: np.ndarray, frame: Prediction | FrameAnalysis,
+                 config: Optional[AnalysisConfig] = None, arrows: bool = True,
+                 min_long_side: int = 0) -> np.ndarray:
+    """RGB uint8 overlay of the amodal instances of ``frame`` on ``image_rgb``.
 
-    The overlay has the input's size by default. With ``min_long_side`` > the image's longer side
-    it is rendered LARGER, scaled so that its longer side is ``min_long_side`` (image linearly
-    interpolated, masks resized smoothly then binarised), so that labels stay legible on small
-    images; ``READABLE_LONG_SIDE`` (640) suits a person looking at the file. The occlusion graph
-    (computed here when not given) is always that of the input resolution.
+    ``frame`` is the frame's ``FrameAnalysis`` (masks, boxes and occlusion graph as published); a
+    plain ``Prediction`` is analysed first with ``config``. The overlay has the input's size by
+    default. With ``min_long_side`` > the image's longer side it is rendered LARGER, scaled so that
+    its longer side is ``min_long_side`` (image linearly interpolated, masks resized smoothly then
+    binarised), so that labels stay legible on small images; ``READABLE_LONG_SIDE`` (640) suits a
+    person looking at the file. The occlusion graph is always that of the input resolution.
     """
     if not (isinstance(image_rgb, np.ndarray) and image_rgb.ndim == 3 and image_rgb.shape[2] == 3
             and image_rgb.dtype == np.uint8):
@@ -263,12 +266,12 @@ def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
         raise InputError(f"image_rgb must be an HxWx3 uint8 array, got {got}")
     if int(min_long_side) < 0:
         raise InputError(f"min_long_side must be >= 0, got {min_long_side}")
+    frame = as_analysis(frame, config)
+    prediction, occlusion = frame.prediction, frame.graph
     h, w = image_rgb.shape[:2]
-    n = len(prediction)
-    if n and prediction.amodal_masks.shape[1:] != (h, w):
-        raise InputError(f"prediction masks are {prediction.amodal_masks.shape[1:]} "
-                         f"but the image is {(h, w)}")
-    occlusion = graph_for(prediction, occlusion, mask_threshold)
+    n = len(frame)
+    if n and frame.image_size != (h, w):
+        raise InputError(f"prediction masks are {frame.image_size} but the image is {(h, w)}")
 
     scale = max(1.0, int(min_long_side) / max(h, w))
     out_w, out_h = int(round(w * scale)), int(round(h * scale))
@@ -276,10 +279,15 @@ def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
                                                       interpolation=cv2.INTER_LINEAR)
     if n == 0:
         return image.copy()
-    size = (out_w, out_h)
-    amodal = _resized(prediction.amodal_masks, mask_threshold, size)
-    visible = _resized(prediction.visible_masks, mask_threshold, size)
-    invisible = _resized(prediction.invisible_masks, mask_threshold, size)
+    if scale == 1.0:  # the analysis's own masks and boxes
+        amodal, visible, invisible = frame.amodal_masks, frame.visible_masks, frame.invisible_masks
+        amodal_boxes, visible_boxes, invisible_boxes = (
+            _optional_boxes(b) for b in (frame.amodal_boxes, frame.visible_boxes, frame.invisible_boxes))
+    else:
+        size = (out_w, out_h)
+        amodal, visible, invisible = (_upscaled(m, size) for m in
+                                      (frame.amodal_masks, frame.visible_masks, frame.invisible_masks))
+        amodal_boxes, visible_boxes, invisible_boxes = (_stack_boxes(m) for m in (amodal, visible, invisible))
 
     # Sizes of lines, hatching and text follow the output size (640 px: 2 px outlines, 0.42 text).
     long_side = max(out_h, out_w)
@@ -290,7 +298,6 @@ def draw_overlay(image_rgb: np.ndarray, prediction: Prediction,
     font_thickness = 1 if font < 0.75 else 2
 
     colors = instance_colors(prediction.category_ids)
-    amodal_boxes, visible_boxes, invisible_boxes = (_stack_boxes(m) for m in (amodal, visible, invisible))
     boxes = _union_boxes(amodal_boxes, visible_boxes, invisible_boxes)
     canvas = image.astype(np.float32)
 

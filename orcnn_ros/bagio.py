@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
 
-from orcnn_core.data.images import IMAGE_EXTENSIONS
-from orcnn_core.data.images import list_images as list_image_files
+from orcnn_core.data.images import IMAGE_EXTENSIONS, list_images
 from orcnn_core.errors import InputError
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -327,17 +326,6 @@ class MapEntry:
     file_name: str  # relative to the image folder, POSIX separators
 
 
-def list_images(folder: PathLike) -> list[Path]:
-    """Image files directly in ``folder`` (by suffix; sub-folders are not read), sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"image folder not found: {folder}")
-    files = list_image_files(folder, recursive=False)
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return files
-
-
 def image_map_path(bag: PathLike) -> Path:
     """Where the image map of ``bag`` lives: inside a bag folder, next to a bare bag file."""
     bag = Path(bag)
@@ -402,6 +390,8 @@ def images_to_bag(folder: PathLike, out: PathLike, topic: str = "/image", rate_h
     if not rate_hz > 0:
         raise InputError(f"--rate must be positive, got {rate_hz}")
     files = list_images(folder)
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     out = prepare_output(out, overwrite)
     msgtype = COMPRESSED_TYPE if compressed else IMAGE_TYPE
     entries = []

@@ -1,4 +1,7 @@
-"""Sub-commands of ``orcnn`` owned by this package (see orcnn_core/cli.py): ``bag-from-images``."""
+"""Sub-commands of ``orcnn`` owned by this package: ``bag-from-images`` and ``replay``.
+
+Registered through the ``orcnn.commands`` entry point (pyproject.toml), see orcnn_core/cli.py.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,17 @@ from decimal import Decimal
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``orcnn bag-from-images``."""
+    """Add ``orcnn bag-from-images`` and ``orcnn replay``."""
+    from orcnn_ros.replay import cli as replay_cli
+
+    replay_cli.register(subparsers)
     p = subparsers.add_parser(
         "bag-from-images", help="write a rosbag2 from a folder of images (for orcnn-replay)",
-        description="Write the images of DIR (sorted by name) as one sensor_msgs Image or "
+        description="Write the images of DIR (and its sub-folders, sorted by relative path) as one "
+                    "sensor_msgs Image or "
                     "CompressedImage topic of a new rosbag2, plus BAG/image_map.json listing "
                     "{index, stamp_ns, file_name} per frame (used by orcnn-replay --gt).")
-    p.add_argument("dir", metavar="DIR", help="folder of images (.png, .jpg, ...; not recursive)")
+    p.add_argument("dir", metavar="DIR", help="folder of images (.png, .jpg, ...; sub-folders too)")
     p.add_argument("--out", required=True, metavar="BAG", help="output bag folder (must not exist)")
     p.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="frame rate (default 10)")
     p.add_argument("--compressed", action="store_true",

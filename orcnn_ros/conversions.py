@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
 
-from orcnn_core import masks as mask_ops
+from orcnn_core.analysis import FrameAnalysis
 from orcnn_core.errors import InputError
-from orcnn_core.occlusion import OcclusionGraph, graph_for
 from orcnn_core.structures import Prediction
 
 # Channels per supported raw encoding, and how to turn it into RGB.
@@ -160,43 +159,36 @@ def roi_fields(box: Sequence[float]) -> dict:
             "width": max(x1 - x0, 0), "do_rectify": False}
 
 
-def build_instance_array(prediction: Prediction, occlusion: Optional[OcclusionGraph], header: Any,
-                         factories: MessageFactories, mask_threshold: float = 0.5) -> Any:
-    """``AmodalInstanceArray`` for one image; masks cropped to the amodal mask's tight box, mono8 0/255."""
-    height, width = (int(v) for v in prediction.image_size)
-    n = len(prediction)
-    occlusion = graph_for(prediction, occlusion, mask_threshold)
-    amodal = mask_ops.binarize(prediction.amodal_masks, mask_threshold)
-    visible = mask_ops.binarize(prediction.visible_masks, mask_threshold)
-    invisible = mask_ops.binarize(prediction.invisible_masks, mask_threshold)
-    # One pass per stack; the float32 boxes hold exact pixel integers (zeros for an empty mask).
-    amodal_boxes = mask_ops.mask_boxes(amodal).tolist() if n else []
-    visible_boxes = mask_ops.mask_boxes(visible).tolist() if n else []
+def build_instance_array(frame: FrameAnalysis, header: Any, factories: MessageFactories) -> Any:
+    """``AmodalInstanceArray`` for one analysed image; masks cropped to the amodal mask's tight box,
+    mono8 0/255. The masks, boxes and graph are the analysis's own (nothing is recomputed here)."""
+    prediction, graph = frame.prediction, frame.graph
+    height, width = frame.image_size
+    amodal_boxes, visible_boxes = frame.amodal_boxes.tolist(), frame.visible_boxes.tolist()
     instances = []
-    for i in range(n):
-        box = amodal_boxes[i]
-        x0, y0, x1, y1 = (int(v) for v in box)
+    for i in range(len(frame)):
+        x0, y0, x1, y1 = amodal_boxes[i]
         crop = (slice(y0, y1), slice(x0, x1))
         instances.append(factories.instance(
             id=i,
             class_id=int(prediction.category_ids[i]),
             class_name=str(prediction.class_names[i]),
             score=float(prediction.scores[i]),
-            amodal_roi=factories.roi(**roi_fields(box)),
+            amodal_roi=factories.roi(**roi_fields(amodal_boxes[i])),
             visible_roi=factories.roi(**roi_fields(visible_boxes[i])),
-            amodal_mask=make_image_msg(factories, header, mask_image_fields(amodal[i][crop])),
-            visible_mask=make_image_msg(factories, header, mask_image_fields(visible[i][crop])),
-            invisible_mask=make_image_msg(factories, header, mask_image_fields(invisible[i][crop])),
-            amodal_area=int(occlusion.amodal_area[i]),
-            visible_area=int(occlusion.visible_area[i]),
-            occlusion_rate=float(occlusion.occlusion_rate[i]),
-            occluder_ids=factories.uint32_array(occlusion.occluder_ids[i]),
-            occluder_overlap=factories.float32_array(occlusion.occluder_overlap[i]),
-            truncated=bool(occlusion.truncated[i]),
+            amodal_mask=make_image_msg(factories, header, mask_image_fields(frame.amodal_masks[i][crop])),
+            visible_mask=make_image_msg(factories, header, mask_image_fields(frame.visible_masks[i][crop])),
+            invisible_mask=make_image_msg(factories, header,
+                                          mask_image_fields(frame.invisible_masks[i][crop])),
+            amodal_area=int(graph.amodal_area[i]),
+            visible_area=int(graph.visible_area[i]),
+            occlusion_rate=float(graph.occlusion_rate[i]),
+            occluder_ids=factories.uint32_array(graph.occluder_ids[i]),
+            occluder_overlap=factories.float32_array(graph.occluder_overlap[i]),
+            truncated=bool(graph.truncated[i]),
         ))
     return factories.instance_array(header=header, image_width=width, image_height=height,
-                                    instances=instances,
-                                    pick_order=factories.uint32_array(occlusion.pick_order))
+                                    instances=instances, pick_order=factories.uint32_array(graph.pick_order))
 
 
 def paste_mask(image_msg: Any, roi: Any, height: int, width: int) -> np.ndarray:

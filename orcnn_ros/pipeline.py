@@ -1,29 +1,29 @@
-"""The node's per-frame work without ROS: decode, predict, occlusion graph, result messages.
+"""The node's per-frame work without ROS: decode, predict, analyse, result messages.
 
-The steps are usable one frame at a time (``process`` = ``decode`` + model + ``finish``) and in
-batches (the offline replay calls ``decode``, its own ``predict_batch``, then ``finish`` per frame).
-``AmodalPipeline.process`` never raises for a bad frame: it logs the first frame of each cause,
-counts every one and returns None. ``LatestFrameSlot`` + ``PipelineWorker`` give newest-frame-only
-processing on a worker thread: a frame arriving before the previous one was taken replaces it.
+The steps are usable one frame at a time (``process`` = ``decode`` + ``predict`` + ``finish``) and in
+batches (the offline replay calls ``decode``, the Predictor's ``predict_batch``, then ``finish`` per
+frame). ``AmodalPipeline.process`` never raises for a bad frame: it logs the first frame of each
+cause, counts every one and returns None. Every per-frame setting comes from one immutable
+``FrameSettings`` snapshot, read once per frame and replaced as a whole by ``update_settings`` (the
+node's live parameters), so a frame never sees half an update. ``LatestFrameSlot`` +
+``PipelineWorker`` give newest-frame-only processing on a worker thread: a frame arriving before the
+previous one was taken replaces it.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
-from orcnn_core.occlusion import (
-    DEFAULT_MIN_OVERLAP,
-    DEFAULT_MIN_PIXELS,
-    OcclusionGraph,
-    compute_occlusion_graph,
-)
+from orcnn_core.analysis import FrameAnalysis, analyze
+from orcnn_core.errors import CauseCounter
 from orcnn_core.structures import Prediction
 from orcnn_core.viz import draw_overlay
 from orcnn_ros.conversions import (
@@ -35,10 +35,18 @@ from orcnn_ros.conversions import (
     make_image_msg,
     rgb_image_fields,
 )
+from orcnn_ros.params import FrameSettings
 
 LATENCY_WINDOW = 200  # frames kept for the latency statistics
 
-Predict = Callable[[np.ndarray], Prediction]
+
+class BatchPredictor(Protocol):
+    """What the pipeline needs of a model: the Predictor's ``predict_batch`` with per-call limits."""
+
+    def predict_batch(self, images: Sequence[np.ndarray], batch_size: int = 4, *,
+                      score_threshold: Optional[float] = None,
+                      max_instances: Optional[int] = None) -> list[Prediction]:
+        """One Prediction per image."""
 
 
 @dataclass
@@ -46,32 +54,12 @@ class FrameResult:
     """What one processed frame produced."""
 
     instances: Any                 # AmodalInstanceArray of the factories' flavour
-    prediction: Prediction
-    occlusion: OcclusionGraph
+    analysis: FrameAnalysis        # the published masks, boxes and occlusion graph
     overlay: Optional[Any] = None  # rgb8 Image message, only when asked for
 
-
-class CauseCounter(collections.Counter):
-    """Counts events (skipped frames, unreadable messages) per cause; only the first of each cause
-    is worth a log line, the rest are only counted: ``add`` says which one it was."""
-
-    def add(self, cause: str) -> bool:
-        """Count one event of ``cause``; True when it is the first of its cause (log it)."""
-        self[cause] += 1
-        return self[cause] == 1
-
-
-def load_predictor(params: Any) -> Predict:
-    """The Predictor named by ``NodeParams`` (weights, else a model config with random init)."""
-    params.require_model()
-    from orcnn_core.engine import Predictor  # lazy: torch is heavy
-
-    kwargs = {"device": params.device, "half": params.half, "score_threshold": params.score_threshold,
-              "max_instances": params.max_instances, "mask_threshold": params.mask_threshold,
-              "color_order": "rgb"}
-    if params.weights:
-        return Predictor.from_weights(params.weights, **kwargs)
-    return Predictor.from_config(params.model_config, **kwargs)
+    @property
+    def prediction(self) -> Prediction:
+        return self.analysis.prediction
 
 
 def is_compressed(msg: Any) -> bool:
@@ -79,21 +67,24 @@ def is_compressed(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 
 
+def rename_classes(prediction: Prediction, class_names: Sequence[str]) -> Prediction:
+    """The prediction with ``class_names`` applied by label (label k -> class_names[k-1]) when given."""
+    if not class_names:
+        return prediction
+    names = list(class_names)
+    renamed = [names[int(k) - 1] if 0 < int(k) <= len(names) else old
+               for k, old in zip(prediction.labels, prediction.class_names)]
+    return dataclasses.replace(prediction, class_names=renamed)
+
+
 class AmodalPipeline:
     """Per-frame logic of the node: message in, AmodalInstanceArray (+ overlay) out."""
 
-    def __init__(self, predictor: Predict, factories: MessageFactories, *,
-                 occluder_min_overlap: float = DEFAULT_MIN_OVERLAP,
-                 occluder_min_pixels: int = DEFAULT_MIN_PIXELS,
-                 mask_threshold: float = 0.5, image_max_side: int = 4096,
-                 class_names: Optional[list] = None, logger: Optional[Any] = None):
+    def __init__(self, predictor: BatchPredictor, factories: MessageFactories,
+                 settings: Optional[FrameSettings] = None, logger: Optional[Any] = None):
         self.predictor = predictor
         self.factories = factories
-        self.occluder_min_overlap = occluder_min_overlap
-        self.occluder_min_pixels = occluder_min_pixels
-        self.mask_threshold = mask_threshold
-        self.image_max_side = image_max_side
-        self.class_names = list(class_names or [])
+        self._settings = settings or FrameSettings()
         self.log = logger if logger is not None else logging.getLogger(__name__)
         self._lock = threading.Lock()  # counters are read by the diagnostics timer thread
         self.processed = 0
@@ -102,55 +93,55 @@ class AmodalPipeline:
         self._skipped_at_last_report = 0
         self._latencies_ms: collections.deque = collections.deque(maxlen=LATENCY_WINDOW)
 
-    @classmethod
-    def from_params(cls, predictor: Predict, params: Any, factories: MessageFactories,
-                    logger: Optional[Any] = None) -> AmodalPipeline:
-        """A pipeline configured from ``NodeParams``."""
-        return cls(predictor, factories, occluder_min_overlap=params.occluder_min_overlap,
-                   occluder_min_pixels=params.occluder_min_pixels, mask_threshold=params.mask_threshold,
-                   image_max_side=params.image_max_side, class_names=params.class_names, logger=logger)
+    @property
+    def settings(self) -> FrameSettings:
+        """The per-frame settings the next frame will use."""
+        return self._settings
+
+    def update_settings(self, settings: FrameSettings) -> None:
+        """Replace the per-frame settings; frames already started keep the snapshot they took."""
+        self._settings = settings  # one reference assignment: atomic for the reading thread
 
     # -- per frame ---------------------------------------------------------------------------
-    def decode(self, msg: Any) -> np.ndarray:
+    def decode(self, msg: Any, settings: Optional[FrameSettings] = None) -> np.ndarray:
         """RGB uint8 image of a raw or compressed image message; ImageInputError when unusable."""
+        max_side = (settings or self._settings).image_max_side
         if not is_compressed(msg):
             # Refuse huge frames before copying their pixels.
-            self._check_size(int(getattr(msg, "height", 0)), int(getattr(msg, "width", 0)))
+            _check_size(int(getattr(msg, "height", 0)), int(getattr(msg, "width", 0)), max_side)
             return image_msg_to_numpy(msg)
         image = compressed_msg_to_numpy(msg)
-        self._check_size(*image.shape[:2])
+        _check_size(*image.shape[:2], max_side)
         return image
 
-    def _check_size(self, height: int, width: int) -> None:
-        if max(height, width) > self.image_max_side:
-            raise ImageInputError("too_large", f"image {width}x{height} exceeds image_max_side "
-                                               f"{self.image_max_side}")
+    def predict(self, image: np.ndarray, settings: Optional[FrameSettings] = None) -> Prediction:
+        """The model's prediction for one decoded image, with the settings' score threshold and cap."""
+        settings = settings or self._settings
+        return self.predictor.predict_batch([image], batch_size=1, score_threshold=settings.score_threshold,
+                                            max_instances=settings.max_instances)[0]
 
-    def finish(self, image: np.ndarray, prediction: Prediction, header: Any,
-               want_overlay: bool = False) -> FrameResult:
-        """The steps after the model for one frame: class names, occlusion graph, messages, overlay.
+    def finish(self, image: np.ndarray, prediction: Prediction, header: Any, want_overlay: bool = False,
+               settings: Optional[FrameSettings] = None) -> FrameResult:
+        """The steps after the model for one frame: class names, analysis, messages, overlay.
 
         Shared by ``process`` (one frame) and the batched replay (after ``predict_batch``). It raises
         on failure and counts nothing: counting and logging are the caller's.
         """
-        prediction = self._rename(prediction)
-        occlusion = compute_occlusion_graph(prediction, min_overlap=self.occluder_min_overlap,
-                                            min_pixels=self.occluder_min_pixels,
-                                            mask_threshold=self.mask_threshold)
-        instances = build_instance_array(prediction, occlusion, header, self.factories,
-                                         mask_threshold=self.mask_threshold)
+        settings = settings or self._settings
+        analysis = analyze(rename_classes(prediction, settings.class_names), settings.analysis)
+        instances = build_instance_array(analysis, header, self.factories)
         overlay = None
         if want_overlay:
-            drawn = draw_overlay(image, prediction, occlusion, mask_threshold=self.mask_threshold)
-            overlay = make_image_msg(self.factories, header, rgb_image_fields(drawn))
-        return FrameResult(instances, prediction, occlusion, overlay)
+            overlay = make_image_msg(self.factories, header, rgb_image_fields(draw_overlay(image, analysis)))
+        return FrameResult(instances, analysis, overlay)
 
     def process(self, msg: Any, want_overlay: bool = False) -> Optional[FrameResult]:
         """Decode, predict and finish one frame; a bad frame is logged once per cause, counted: None."""
         start = time.perf_counter()
+        settings = self._settings  # one snapshot for the whole frame
         try:
-            image = self.decode(msg)
-            result = self.finish(image, self.predictor(image), msg.header, want_overlay)
+            image = self.decode(msg, settings)
+            result = self.finish(image, self.predict(image, settings), msg.header, want_overlay, settings)
         except ImageInputError as exc:
             self.report_bad_frame(exc.cause, str(exc))
             return None
@@ -161,14 +152,6 @@ class AmodalPipeline:
             self.processed += 1
             self._latencies_ms.append((time.perf_counter() - start) * 1000.0)
         return result
-
-    def _rename(self, prediction: Prediction) -> Prediction:
-        """Apply the ``class_names`` parameter (label k -> class_names[k-1]) when it is set."""
-        if self.class_names:
-            names = self.class_names
-            prediction.class_names = [names[int(k) - 1] if 0 < int(k) <= len(names) else old
-                                      for k, old in zip(prediction.labels, prediction.class_names)]
-        return prediction
 
     def report_bad_frame(self, cause: str, message: str, error: bool = False) -> None:
         """Count a skipped frame under ``cause``; log only the first one of each cause."""
@@ -213,6 +196,12 @@ class AmodalPipeline:
         if new_skips:
             return 1, f"{new_skips} bad frame(s) skipped since the last report", values
         return 0, "ok", values
+
+
+
+def _check_size(height: int, width: int, max_side: int) -> None:
+    if max(height, width) > max_side:
+        raise ImageInputError("too_large", f"image {width}x{height} exceeds image_max_side {max_side}")
 
 
 class LatestFrameSlot:

@@ -10,7 +10,7 @@ import pytest
 
 from orcnn_core.cli import main as cli_main
 from orcnn_core.data import load_annotations, synth
-from orcnn_core.engine import demo as demo_module
+from orcnn_core.engine import predictor as predictor_module
 from orcnn_core.errors import WeightsError
 from orcnn_core.evaluation import AmodalEvaluator
 from orcnn_core.model.weights import read_sidecar
@@ -20,7 +20,7 @@ RESULT_KEYS = {"image_id", "file_name", "category_id", "score", "segmentation", 
 
 
 def test_bundled_model_is_small_and_loadable():
-    weights = demo_module.bundled_weights()
+    weights = predictor_module.bundled_weights()
     assert weights.stat().st_size <= 25 * 2**20
     config = read_sidecar(weights)
     assert config.variant == "orcnn" and len(config.class_names) == config.num_classes
@@ -41,7 +41,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert results, "the bundled model found nothing in a synthetic scene"
     assert all(set(r) == RESULT_KEYS and r["file_name"] == "000000.png" for r in results)
     # One printed line per instance, naming its class, score and occlusion.
-    names = read_sidecar(demo_module.bundled_weights()).class_names
+    names = read_sidecar(predictor_module.bundled_weights()).class_names
     instance_lines = [line for line in printed.splitlines() if line.strip().startswith("#")]
     assert len(instance_lines) == len(results)
     assert all(any(name in line for name in names) and "occluded" in line for line in instance_lines)
@@ -49,7 +49,7 @@ def test_demo_end_to_end(tmp_path, capsys):
 
 
 def test_demo_without_bundled_weights_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo_module, "BUNDLED_WEIGHTS", tmp_path / "gone" / "demo_small.safetensors")
+    monkeypatch.setattr(predictor_module, "BUNDLED_WEIGHTS", tmp_path / "gone" / "demo_small.safetensors")
     assert cli_main(["demo", "--synth", "1", "--out", str(tmp_path / "o")]) == 2
     assert "bundled demo model is missing" in capsys.readouterr().err
 
@@ -74,18 +74,18 @@ def test_predict_folder_with_ground_truth_ids_and_a_corrupt_file(tmp_path):
     metrics = AmodalEvaluator(annotations.images, annotations.categories).evaluate(results)
     assert metrics["all"]["AP_AV"] is not None
 
-    # Without --gt: ids enumerate the readable images in sorted order from 1.
+    # Without --gt: ids are the images' positions in the sorted listing, from 1.
     assert cli_main(["predict", "--images", str(images), "--out", str(out), "--device", "cpu"]) == 0
     by_name = {r["file_name"]: r["image_id"] for r in json.loads(out.read_text())}
     assert by_name and all(by_name[name] == {"000000.png": 1, "000001.png": 2}[name] for name in by_name)
 
 
 def test_load_predictor_defaults_to_the_bundled_model(tmp_path, monkeypatch):
-    predictor = demo_module.load_predictor(device="cpu", score_threshold=0.3)
+    predictor = predictor_module.load_predictor(device="cpu", score_threshold=0.3)
     assert predictor.score_threshold == 0.3 and predictor.device.type == "cpu"
-    assert predictor.class_names == read_sidecar(demo_module.bundled_weights()).class_names
-    monkeypatch.setattr(demo_module, "BUNDLED_WEIGHTS", tmp_path / "gone" / "demo_small.safetensors")
+    assert predictor.class_names == read_sidecar(predictor_module.bundled_weights()).class_names
+    monkeypatch.setattr(predictor_module, "BUNDLED_WEIGHTS", tmp_path / "gone" / "demo_small.safetensors")
     with pytest.raises(WeightsError, match="bundled demo model is missing"):
-        demo_module.load_predictor()
+        predictor_module.load_predictor()
     with pytest.raises(WeightsError, match="not found"):
-        demo_module.load_predictor(tmp_path / "nothing.safetensors", device="cpu")
+        predictor_module.load_predictor(tmp_path / "nothing.safetensors", device="cpu")

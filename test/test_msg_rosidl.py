@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from orcnn_core.analysis import analyze
 from orcnn_core.structures import Prediction
 from orcnn_ros.conversions import MessageFactories, build_instance_array
 
@@ -73,7 +74,7 @@ def recorded_fields():
     boxes = np.zeros((1, 4), np.float32)
     pred = Prediction(boxes, boxes.copy(), np.array([1]), np.array([3]), ["cup"], np.array([0.5], np.float32),
                       amodal, amodal.copy(), np.zeros_like(amodal), (8, 8))
-    build_instance_array(pred, None, Recorder(kind="Header"), factories)
+    build_instance_array(analyze(pred), Recorder(kind="Header"), factories)
     return kinds
 
 

@@ -169,11 +169,11 @@ def test_from_weights_and_from_config_yaml(tmp_path):
     assert from_yaml.config.variant == "arcnn" and len(from_yaml.class_names) == 3
 
 
-def _member_detection(score: float, head, h: int = 48, w: int = 64) -> dict[str, torch.Tensor]:
-    """One hand-made member detection (rows 8-30, cols 10-40), dropped as the head's threshold would."""
+def _member_detection(score: float, threshold: float, h: int = 48, w: int = 64) -> dict[str, torch.Tensor]:
+    """One hand-made member detection (rows 8-30, cols 10-40), dropped as the threshold would."""
     mask = torch.zeros(1, 1, h, w)
     mask[:, :, 8:30, 10:40] = 1.0
-    keep = score >= head.score_thresh
+    keep = score >= threshold
     n = int(keep)
     return {"boxes": torch.tensor([[10.0, 8.0, 40.0, 30.0]])[:n], "labels": torch.tensor([1])[:n],
             "scores": torch.tensor([score])[:n], "amodal_masks": mask[:n], "visible_masks": mask[:n],
@@ -184,11 +184,62 @@ def _member_detection(score: float, head, h: int = 48, w: int = 64) -> dict[str,
 def test_merged_members_are_not_thresholded_before_merging(monkeypatch):
     model = build_model(tiny_config(variant="merged"))
     amodal, modal = model.amodal_model, model.modal_model
-    monkeypatch.setattr(amodal, "forward", lambda images: [_member_detection(0.6, amodal.roi_heads)])
-    monkeypatch.setattr(modal, "forward", lambda images: [_member_detection(0.3, modal.roi_heads)])
+    asked = []
+
+    def member(score):
+        def detect(images, score_threshold=None, detections_per_image=None):
+            asked.append(score_threshold)
+            return [_member_detection(score, score_threshold)]
+        return detect
+
+    monkeypatch.setattr(amodal, "detect", member(0.6))
+    monkeypatch.setattr(modal, "detect", member(0.3))
     predictor = Predictor(model, model.config, device="cpu", score_threshold=0.4, max_instances=1)
     prediction = predictor(image())
     np.testing.assert_allclose(prediction.scores, [0.45], rtol=1e-6)  # (0.6 + 0.3) / 2
-    assert predictor.model.amodal_model.roi_heads.score_thresh == model.config.score_threshold
+    assert asked == [model.config.score_threshold] * 2  # the members were not given the 0.4
     strict = Predictor(model, model.config, device="cpu", score_threshold=0.5)(image())
     assert len(strict) == 0  # the merged score 0.45 is below 0.5
+
+
+def test_prediction_never_modifies_the_shared_model(predictor, monkeypatch):
+    # Per-call limits used to be set on the RoI heads and restored: two threads sharing a model
+    # could then read each other's threshold. Record every attribute written during calls.
+    other = Predictor(predictor.model, predictor.config, device="cpu", score_threshold=0.2, max_instances=1)
+    written = []
+    original = torch.nn.Module.__setattr__
+
+    def spy(module, name, value):
+        written.append((type(module).__name__, name))
+        original(module, name, value)
+
+    monkeypatch.setattr(torch.nn.Module, "__setattr__", spy)
+    other(image())
+    predictor(image(), score_threshold=0.5, max_instances=3)
+    # torchvision refreshes these caches on every call with values that depend only on the model
+    # (anchor cells, FPN level scales): the same for every thread.
+    idempotent_caches = {"cell_anchors", "scales", "map_levels"}
+    assert [w for w in written if w[1] not in idempotent_caches] == []
+
+
+def test_two_threads_sharing_a_model_get_their_own_limits(predictor):
+    import threading
+
+    images = [image(seed) for seed in range(3)]
+    expected = {t: [len(p) for p in predictor.predict_batch(images, score_threshold=t)] for t in (0.0, 0.9)}
+    assert expected[0.0] != expected[0.9]  # otherwise the threads could not disagree
+    seen: dict = {0.0: [], 0.9: []}
+    barrier = threading.Barrier(2)
+
+    def work(threshold):
+        barrier.wait()
+        for _ in range(4):
+            runs = predictor.predict_batch(images, score_threshold=threshold)
+            seen[threshold].append([len(p) for p in runs])
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in (0.0, 0.9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(counts == expected[t] for t, runs in seen.items() for counts in runs) and all(seen.values())

@@ -16,11 +16,13 @@ import pytest
 from orcnn_core import masks as mask_ops
 from orcnn_core.data.images import read_image_rgb
 from orcnn_core.data.synth import synthesize
+from orcnn_core.errors import InputError
 from orcnn_core.evaluation import AmodalEvaluator
 from orcnn_core.structures import Prediction, prediction_to_results
 from orcnn_ros import messages, replay
 from orcnn_ros.bagio import BagReader, MapEntry, images_to_bag, read_image_map, write_image_map
 from orcnn_ros.conversions import instance_array_to_prediction
+from orcnn_ros.replay import run as replay_run
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
@@ -99,7 +101,7 @@ class PerfectPredictor:
         self.seen: list = []  # image ids in the order they were predicted
         self.interrupt_on_call, self.fail_on_image = interrupt_on_call, fail_on_image
 
-    def predict_batch(self, images, batch_size: int = 4) -> list:
+    def predict_batch(self, images, batch_size: int = 4, **limits) -> list:
         self.calls += 1
         if self.calls == self.interrupt_on_call:
             raise KeyboardInterrupt
@@ -111,7 +113,7 @@ class PerfectPredictor:
 
 
 class RefusingPredictor:
-    def predict_batch(self, images, batch_size: int = 4) -> list:
+    def predict_batch(self, images, batch_size: int = 4, **limits) -> list:
         raise AssertionError("no frame should reach the model")
 
 
@@ -152,7 +154,10 @@ def test_round_trip_matches_predict(tmp_path: Path, dataset, raw_bag: Path, tiny
     from orcnn_core.cli import main as orcnn_main
 
     out, gt = tmp_path / "out", dataset.path
+    # An explicit threshold on both sides: replay's default is the node's 0.5, predict's the model's;
+    # a replay that ignored --score-threshold would publish nothing of this weak random model.
     code, stdout, _ = run_cli([raw_bag, "--topic", "/image", "--out", out, "--weights", tiny_weights,
+                               "--score-threshold", "0.1",
                                "--gt", gt, "--device", "cpu", "--batch-size", 3, "--overlay",
                                "--copy-topic", "/image", "--results-json", tmp_path / "replay.json",
                                "--summary-json", tmp_path / "summary.json"], capsys)
@@ -161,7 +166,7 @@ def test_round_trip_matches_predict(tmp_path: Path, dataset, raw_bag: Path, tiny
     # The reference: the same weights on the image files, through the plain CLI.
     assert orcnn_main(["predict", "--images", str(dataset.image_root), "--out", str(tmp_path / "pred.json"),
                        "--weights", str(tiny_weights), "--device", "cpu", "--batch-size", "3",
-                       "--gt", str(gt)]) == 0
+                       "--score-threshold", "0.1", "--gt", str(gt)]) == 0
     assert orcnn_main(["eval", "--gt", str(gt), "--results", str(tmp_path / "pred.json"),
                        "--json", str(tmp_path / "metrics.json")]) == 0
     capsys.readouterr()
@@ -227,7 +232,7 @@ def test_perfect_predictor_scores_100(tmp_path: Path, dataset, raw_bag: Path, co
                                       kind: str, storage: str, key: str) -> None:
     bag, topic = (raw_bag, "/image") if kind == "raw" else (compressed_bag, "/image/compressed")
     fake = PerfectPredictor(dataset)
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: fake)
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: fake)
     out = tmp_path / "out"
     code, stdout, _ = run_cli([bag, "--topic", topic, "--out", out, "--gt", dataset.path, "--gt-key", key,
                                "--storage", storage, "--batch-size", 3,
@@ -260,7 +265,7 @@ def test_wrong_image_map_breaks_the_match(tmp_path: Path, dataset, raw_bag: Path
     names = [e.file_name for e in entries]
     rotated = [MapEntry(e.index, e.stamp_ns, n) for e, n in zip(entries, names[1:] + names[:1])]
     write_image_map(tmp_path / "rotated.json", rotated)
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: PerfectPredictor(dataset))
     code, _, _ = run_cli([raw_bag, "--topic", "/image", "--out", tmp_path / "out", "--gt", dataset.path,
                           "--image-map", tmp_path / "rotated.json",
                           "--summary-json", tmp_path / "s.json"], capsys)
@@ -275,14 +280,15 @@ def test_eval_bag_scores_a_replay_results_bag_like_the_replay(tmp_path: Path, da
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture,
                                                               key: str) -> None:
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: PerfectPredictor(dataset))
     out = tmp_path / "out"
     code, _, _ = run_cli([raw_bag, "--topic", "/image", "--out", out, "--gt", dataset.path, "--gt-key", key,
                           "--summary-json", tmp_path / "replay.json", "--results-json", tmp_path / "r1.json"],
                          capsys)
     assert code == 0
     replayed = json.loads((tmp_path / "replay.json").read_text())["evaluation"]
-    monkeypatch.setattr(replay, "load_predictor", RefusingPredictor)  # no model from here on
+    # no model from here on
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: RefusingPredictor())
     code, stdout, _ = run_cli(["--eval-bag", out, "--gt", dataset.path, "--gt-key", key,
                                "--image-map", raw_bag / "image_map.json",
                                "--summary-json", tmp_path / "eval.json",
@@ -306,7 +312,7 @@ def test_eval_bag_keys_frames_and_evaluates_only_the_frames_in_the_bag(tmp_path:
                                                                       raw_bag: Path,
                                                                       monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: PerfectPredictor(dataset))
     out = tmp_path / "out"
     assert run_cli([raw_bag, "--topic", "/image", "--out", out, "--every", 2], capsys)[0] == 0
     shutil.copy(raw_bag / "image_map.json", out / "image_map.json")  # the default map location
@@ -338,7 +344,7 @@ def test_eval_bag_keys_frames_and_evaluates_only_the_frames_in_the_bag(tmp_path:
 
 def test_eval_bag_option_errors(tmp_path: Path, dataset, raw_bag: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: PerfectPredictor(dataset))
     out = tmp_path / "out"
     assert run_cli([raw_bag, "--topic", "/image", "--out", out], capsys)[0] == 0
     for argv, words in ((["--eval-bag", out], "needs --gt"),
@@ -392,7 +398,7 @@ def test_legacy_missing_topic_lists_image_topics(tmp_path: Path, capsys: pytest.
 def test_malformed_frames_are_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture, bag: str, topic: str,
                                       cause: str) -> None:
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: RefusingPredictor())
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: RefusingPredictor())
     out = tmp_path / "out"
     code, stdout, _ = run_cli([MALFORMED / bag, "--topic", topic, "--out", out,
                                "--summary-json", tmp_path / "s.json"], capsys)
@@ -420,7 +426,7 @@ def test_every_start_end_select_frames(tmp_path: Path, dataset, monkeypatch: pyt
     stamps = input_stamps(bag, "/image")
     for extra, expected in ((["--every", 3], [0, 3, 6]), (["--start", 0.25, "--end", 0.55], [3, 4, 5]),
                             (["--every", 2, "--start", 0.25], [4, 6])):
-        monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+        monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: PerfectPredictor(dataset))
         out = tmp_path / f"out{len(extra)}{extra[0]}"
         code, _, _ = run_cli([bag, "--topic", "/image", "--out", out, *extra], capsys)
         assert code == 0
@@ -429,7 +435,7 @@ def test_every_start_end_select_frames(tmp_path: Path, dataset, monkeypatch: pyt
 
 def test_existing_output_is_refused(tmp_path: Path, dataset, raw_bag: Path, monkeypatch: pytest.MonkeyPatch,
                                     capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset))
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: PerfectPredictor(dataset))
     out = tmp_path / "out"
     assert run_cli([raw_bag, "--topic", "/image", "--out", out, "--every", 2], capsys)[0] == 0
     code, _, err = run_cli([raw_bag, "--topic", "/image", "--out", out], capsys)
@@ -445,7 +451,8 @@ def test_existing_output_is_refused(tmp_path: Path, dataset, raw_bag: Path, monk
 def test_interrupted_run_leaves_a_readable_partial_bag(tmp_path: Path, dataset, raw_bag: Path, storage: str,
                                                        monkeypatch: pytest.MonkeyPatch,
                                                        capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset, interrupt_on_call=2))
+    interrupting = PerfectPredictor(dataset, interrupt_on_call=2)
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: interrupting)
     out = tmp_path / "out"
     code, stdout, err = run_cli([raw_bag, "--topic", "/image", "--out", out, "--batch-size", 2,
                                  "--storage", storage], capsys)
@@ -457,7 +464,8 @@ def test_model_failure_skips_only_the_failing_frame(tmp_path: Path, dataset, raw
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture) -> None:
     bad = sorted(r.image_id for r in dataset.images)[2]
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: PerfectPredictor(dataset, fail_on_image=bad))
+    failing = PerfectPredictor(dataset, fail_on_image=bad)
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: failing)
     out = tmp_path / "out"
     code, _, _ = run_cli([raw_bag, "--topic", "/image", "--out", out, "--batch-size", 4,
                           "--summary-json", tmp_path / "s.json"], capsys)
@@ -475,7 +483,7 @@ class WrongSizePredictor(PerfectPredictor):
         super().__init__(dataset)
         self.broken_image = broken_image
 
-    def predict_batch(self, images, batch_size: int = 4) -> list:
+    def predict_batch(self, images, batch_size: int = 4, **limits) -> list:
         out = super().predict_batch(images, batch_size)
         for image_id, prediction in zip(self.seen[-len(out):], out):
             if image_id == self.broken_image:
@@ -488,7 +496,7 @@ def test_unbuildable_result_skips_only_that_frame(tmp_path: Path, dataset, raw_b
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture) -> None:
     fake = WrongSizePredictor(dataset, broken_image=sorted(r.image_id for r in dataset.images)[1])
-    monkeypatch.setattr(replay, "load_predictor", lambda *a: fake)
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: fake)
     code, _, _ = run_cli([raw_bag, "--topic", "/image", "--out", tmp_path / "out", "--overlay",
                           "--summary-json", tmp_path / "s.json"], capsys)
     assert code == 0
@@ -514,11 +522,11 @@ def test_copy_topic_clashes_only_with_topics_that_are_written(tmp_path: Path) ->
                                 copy_topics=(replay.OVERLAY_TOPIC,))
     opts.validate()  # no --overlay: nothing is written on the overlay topic, so copying it is fine
     opts.overlay = True
-    with pytest.raises(replay.InputError, match=replay.OVERLAY_TOPIC):
+    with pytest.raises(InputError, match=replay.OVERLAY_TOPIC):
         opts.validate()
     opts = replay.ReplayOptions(bag=tmp_path / "in", topic="/image", out=tmp_path / "o",
                                 copy_topics=(replay.INSTANCES_TOPIC,))
-    with pytest.raises(replay.InputError, match=replay.INSTANCES_TOPIC):
+    with pytest.raises(InputError, match=replay.INSTANCES_TOPIC):
         opts.validate()
 
 

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
+from orcnn_core.analysis import analyze
 from orcnn_core.errors import InputError
-from orcnn_core.occlusion import compute_occlusion_graph
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
 from orcnn_ros.conversions import (
@@ -119,7 +119,7 @@ def make_prediction():
 def test_built_array_fields_match_prediction_and_masks_paste_back():
     pred = make_prediction()
     header = messages.make_header(5, 6, "cam")
-    msg = build_instance_array(pred, None, header, messages.rosbags_factories())
+    msg = build_instance_array(analyze(pred), header, messages.rosbags_factories())
     assert msg.header is header
     assert (msg.image_width, msg.image_height) == (W, H)
     assert len(msg.instances) == 3
@@ -149,7 +149,7 @@ def test_built_array_fields_match_prediction_and_masks_paste_back():
 
 def test_visible_roi_is_the_visible_masks_box():
     pred = make_prediction()
-    msg = build_instance_array(pred, None, messages.make_header(), messages.rosbags_factories())
+    msg = build_instance_array(analyze(pred), messages.make_header(), messages.rosbags_factories())
     ys, xs = np.nonzero(pred.visible_masks[0])
     roi = msg.instances[0].visible_roi
     assert (roi.x_offset, roi.y_offset, roi.x_offset + roi.width, roi.y_offset + roi.height) == (
@@ -166,7 +166,7 @@ def test_rclpy_style_factories_use_typed_arrays():
 
     factories = MessageFactories.for_rclpy(Record, Record, Record, Record)
     pred = make_prediction()
-    msg = build_instance_array(pred, compute_occlusion_graph(pred), SimpleNamespace(frame_id="x"), factories)
+    msg = build_instance_array(analyze(pred), SimpleNamespace(frame_id="x"), factories)
     assert isinstance(msg.pick_order, array.array) and msg.pick_order.typecode == "I"
     inst = msg.instances[0]
     assert inst.occluder_ids.typecode == "I" and inst.occluder_overlap.typecode == "f"
@@ -176,7 +176,7 @@ def test_rclpy_style_factories_use_typed_arrays():
 
 
 def test_empty_prediction_builds_an_empty_array():
-    msg = build_instance_array(Prediction.empty(H, W), None, messages.make_header(),
+    msg = build_instance_array(analyze(Prediction.empty(H, W)), messages.make_header(),
                                messages.rosbags_factories())
     assert list(msg.instances) == [] and list(msg.pick_order) == []
     assert (msg.image_width, msg.image_height) == (W, H)
@@ -209,7 +209,8 @@ def assert_same_prediction(back, pred):
 def test_instance_array_converts_back_to_the_prediction():
     pred = make_prediction()  # visible within amodal, boxes = tight mask boxes: the round trip is exact
     assert not (pred.visible_masks & ~pred.amodal_masks).any()
-    msg = build_instance_array(pred, None, messages.make_header(3, 4, "cam"), messages.rosbags_factories())
+    msg = build_instance_array(analyze(pred), messages.make_header(3, 4, "cam"),
+                               messages.rosbags_factories())
     assert_same_prediction(instance_array_to_prediction(msg), pred)
     # ... also after CDR serialization, as read from a bag
     data = messages.serialize(msg, messages.INSTANCE_ARRAY_TYPE)
@@ -223,7 +224,7 @@ def test_instance_array_from_rclpy_style_messages_converts_back():
 
     pred = make_prediction()
     factories = MessageFactories.for_rclpy(Record, Record, Record, Record)
-    msg = build_instance_array(pred, None, SimpleNamespace(frame_id="x"), factories)
+    msg = build_instance_array(analyze(pred), SimpleNamespace(frame_id="x"), factories)
     assert_same_prediction(instance_array_to_prediction(msg), pred)
 
 
@@ -232,7 +233,7 @@ def test_visible_pixels_outside_the_amodal_roi_are_lost():
     pred = make_prediction()
     pred.visible_masks[2, 40, 10] = True  # far from object 2's amodal box (rows 5:15, cols 50:64)
     pred.visible_masks[2, 6, 49] = True   # just left of it
-    msg = build_instance_array(pred, None, messages.make_header(), messages.rosbags_factories())
+    msg = build_instance_array(analyze(pred), messages.make_header(), messages.rosbags_factories())
     back = instance_array_to_prediction(msg)
     expected = pred.visible_masks[2].copy()
     expected[40, 10] = expected[6, 49] = False
@@ -244,7 +245,7 @@ def test_visible_pixels_outside_the_amodal_roi_are_lost():
 
 
 def test_empty_instance_array_converts_to_an_empty_prediction():
-    msg = build_instance_array(Prediction.empty(H, W), None, messages.make_header(),
+    msg = build_instance_array(analyze(Prediction.empty(H, W)), messages.make_header(),
                                messages.rosbags_factories())
     back = instance_array_to_prediction(msg)
     assert len(back) == 0 and back.image_size == (H, W)
@@ -252,7 +253,8 @@ def test_empty_instance_array_converts_to_an_empty_prediction():
 
 
 def test_a_roi_outside_the_image_is_an_input_error():
-    msg = build_instance_array(make_prediction(), None, messages.make_header(), messages.rosbags_factories())
+    msg = build_instance_array(analyze(make_prediction()), messages.make_header(),
+                               messages.rosbags_factories())
     msg.image_width = 60  # object 2 reaches column 63
     with pytest.raises(InputError, match="outside the 60x48 image"):
         instance_array_to_prediction(msg)

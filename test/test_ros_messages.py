@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from orcnn_core.analysis import analyze
 from orcnn_core.errors import InputError
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
@@ -42,7 +43,7 @@ def scene():
 
 
 def built_array(prediction=None):
-    return build_instance_array(prediction or scene(), None, messages.make_header(12, 345, "camera"),
+    return build_instance_array(analyze(prediction or scene()), messages.make_header(12, 345, "camera"),
                                 messages.rosbags_factories())
 
 

@@ -1,11 +1,6 @@
-"""The node's logic without ROS: params, launch/config files, bad-frame policy, newest-frame slot."""
+"""The node's per-frame logic without ROS: settings, bad-frame policy, newest-frame slot, worker."""
 
-import ast
 import logging
-import py_compile
-import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,127 +9,16 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from orcnn_core.errors import ConfigError, InputError
+from orcnn_core.engine.predictor import load_predictor
+from orcnn_core.errors import CauseCounter, InputError
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
-from orcnn_ros.params import NodeParams, load_params_yaml, params_from_mapping
-from orcnn_ros.pipeline import (
-    AmodalPipeline,
-    CauseCounter,
-    LatestFrameSlot,
-    PipelineWorker,
-    load_predictor,
-)
+from orcnn_ros.params import NodeParams, check_update, params_from_mapping
+from orcnn_ros.pipeline import AmodalPipeline, LatestFrameSlot, PipelineWorker
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 MALFORMED = FIXTURES / "rosbag2_malformed"
-
-
-# -- parameters, config and launch files ----------------------------------------------------------
-
-def test_shipped_config_loads_into_params():
-    params = load_params_yaml(REPO / "config" / "orcnn_node.yaml")
-    assert params.class_names == []  # [""] in YAML means "keep the weights' names"
-    assert (params.input, params.qos_reliability, params.qos_depth) == ("raw", "best_effort", 1)
-    assert params.topic == "image"
-
-
-@pytest.mark.parametrize("key, value, words", [
-    ("device", "gpu0", "device"),
-    ("device", "cuda:x", "device"),
-    ("score_threshold", 1.5, "score_threshold"),
-    ("max_instances", 0, "max_instances"),
-    ("input", "h264", "input"),
-    ("qos_reliability", "sometimes", "qos_reliability"),
-    ("qos_depth", 0, "qos_depth"),
-    ("occluder_min_overlap", -0.1, "occluder_min_overlap"),
-    ("diagnostics_period_s", 0.0, "diagnostics_period_s"),
-    ("image_max_side", 8, "image_max_side"),
-    ("publish_overlay", "yes", "publish_overlay"),
-    ("max_instances", 2.5, "max_instances"),
-    ("class_names", ["a", 3], "class_names"),
-    ("no_such_parameter", 1, "no_such_parameter"),
-])
-def test_invalid_parameters_name_the_parameter(key, value, words):
-    with pytest.raises(ConfigError, match=words):
-        params_from_mapping({key: value})
-
-
-def test_half_needs_cuda_and_model_source_is_checked_at_configure(tmp_path):
-    with pytest.raises(ConfigError, match="half"):
-        params_from_mapping({"half": True, "device": "cpu"})
-    with pytest.raises(ConfigError, match="weights"):
-        NodeParams().require_model()
-    with pytest.raises(ConfigError, match="not found"):
-        load_predictor(params_from_mapping({"weights": str(tmp_path / "missing.safetensors")}))
-
-
-def test_params_yaml_with_wildcard_section_and_missing_section(tmp_path):
-    good = tmp_path / "p.yaml"
-    good.write_text("/**:\n  ros__parameters:\n    input: compressed\n    class_names: [cup, box]\n")
-    params = load_params_yaml(good)
-    assert params.topic == "image/compressed" and params.class_names == ["cup", "box"]
-    bad = tmp_path / "q.yaml"
-    bad.write_text("other_node:\n  ros__parameters: {}\n")
-    with pytest.raises(ConfigError, match="orcnn_node"):
-        load_params_yaml(bad)
-
-
-def documented_names(heading: str) -> list:
-    """Backticked names in the first column of the table under ``heading`` in docs/ros.md."""
-    text = (REPO / "docs" / "ros.md").read_text()
-    section = text.split(heading, 1)[1].split("\n#", 1)[0]
-    return re.findall(r"^\| `([a-z_]+)`", section, flags=re.M)
-
-
-def test_launch_file_declares_the_documented_arguments():
-    tree = ast.parse((REPO / "launch" / "orcnn.launch.py").read_text())
-    declared = [node.args[0].value for node in ast.walk(tree)
-                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["image_topic", "weights", "config", "device", "namespace", "use_sim_time"]
-    assert declared == documented_names("### Launch arguments")
-    calls = {getattr(n.func, "id", "") for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    assert "LifecycleNode" in calls
-
-
-def test_every_parameter_is_documented():
-    fields = list(NodeParams.__dataclass_fields__)
-    assert documented_names("### Parameters") == fields
-
-
-# -- rclpy stays in node.py -----------------------------------------------------------------------
-
-def test_node_compiles_and_is_the_only_module_importing_rclpy():
-    py_compile.compile(str(REPO / "orcnn_ros" / "node.py"), doraise=True)
-    wrapper = (REPO / "scripts" / "orcnn_node").read_text()
-    compile(wrapper, "scripts/orcnn_node", "exec")
-    assert "from orcnn_ros.node import main" in wrapper
-    importers = []
-    for path in list((REPO / "orcnn_ros").rglob("*.py")) + list((REPO / "orcnn_core").rglob("*.py")) + \
-            list((REPO / "bench").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(n == "rclpy" or n.startswith("rclpy.") for n in names):
-                importers.append(path.relative_to(REPO).as_posix())
-    assert sorted(set(importers)) == ["orcnn_ros/node.py"]
-
-
-def test_ros_free_modules_import_without_rclpy_or_ros_messages():
-    # A meta-path hook makes any attempt to import ROS packages fail loudly.
-    code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs'):\n"
-        "            raise ImportError('ROS import attempted: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import orcnn_ros.pipeline, orcnn_ros.conversions, orcnn_ros.messages, orcnn_ros.params\n"
-        "import orcnn_ros.planner_example, orcnn_core.occlusion, orcnn_core.viz\n"
-        "print('ok')\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
@@ -147,6 +31,11 @@ class FakePredictor:
         self.fail_on = set(fail_on)
         self.gate = gate
         self.seen = []
+        self.limits = []  # (score_threshold, max_instances) of every call
+
+    def predict_batch(self, images, batch_size=4, *, score_threshold=None, max_instances=None):
+        self.limits.append((score_threshold, max_instances))
+        return [self(image) for image in images]
 
     def __call__(self, image):
         self.calls += 1
@@ -182,8 +71,10 @@ def size_mismatch_frame():
     return frame
 
 
-def make_pipeline(predictor=None, **kwargs):
-    return AmodalPipeline(predictor or FakePredictor(), messages.rosbags_factories(), **kwargs)
+def make_pipeline(predictor=None, **params):
+    """A pipeline with the per-frame settings of the node parameters ``params``."""
+    settings = params_from_mapping(params).frame_settings()
+    return AmodalPipeline(predictor or FakePredictor(), messages.rosbags_factories(), settings)
 
 
 def test_good_frame_gives_instances_with_the_input_header_and_overlay_on_request():
@@ -272,7 +163,12 @@ def test_finish_raises_for_a_broken_prediction_and_process_counts_it():
     with pytest.raises(InputError, match="image_size"):
         pipeline.finish(image, broken, messages.make_header())
     assert pipeline.skipped == 0 and pipeline.processed == 0
-    pipeline.predictor = lambda img: broken
+
+    class Broken(FakePredictor):
+        def __call__(self, img):
+            return broken
+
+    pipeline.predictor = Broken()
     assert pipeline.process(good_frame()) is None
     assert dict(pipeline.skipped_by_cause) == {"error:InputError": 1}
 
@@ -392,9 +288,10 @@ def test_worker_drops_stale_frames_while_busy_and_processes_the_newest():
 
 def test_end_to_end_with_a_small_random_model():
     config = str(REPO / "config" / "models" / "small_cpu.yaml")
-    predictor = load_predictor(params_from_mapping({"model_config": config, "device": "cpu",
-                                                    "score_threshold": 0.0, "max_instances": 5}))
-    pipeline = make_pipeline(predictor)
+    params = params_from_mapping({"model_config": config, "device": "cpu", "score_threshold": 0.0,
+                                  "max_instances": 5})
+    pipeline = make_pipeline(load_predictor(**params.predictor_kwargs()), score_threshold=0.0,
+                             max_instances=5)
     result = pipeline.process(good_frame(value=90, h=96, w=128), want_overlay=True)
     assert result is not None, dict(pipeline.skipped_by_cause)
     msg = result.instances
@@ -404,3 +301,41 @@ def test_end_to_end_with_a_small_random_model():
     back = messages.deserialize(messages.serialize(msg, messages.INSTANCE_ARRAY_TYPE),
                                 messages.INSTANCE_ARRAY_TYPE)
     assert len(back.instances) == len(msg.instances)
+
+
+# -- live parameters --------------------------------------------------------------------------------
+
+def test_live_parameters_reach_the_next_frame():
+    # `ros2 param set score_threshold 0.95` used to say "successful" and change nothing until a
+    # reconfigure. The node's callback validates (check_update) and hands the new settings over.
+    predictor = FakePredictor()
+    params = NodeParams(score_threshold=0.5, max_instances=50, occluder_min_pixels=10**6)
+    pipeline = AmodalPipeline(predictor, messages.rosbags_factories(), params.frame_settings())
+    first = pipeline.process(good_frame())
+    assert [list(i.occluder_ids) for i in first.instances.instances] == [[], []]  # 10**6 px needed
+    params = check_update(params, {"score_threshold": 0.95, "max_instances": 7, "occluder_min_pixels": 1},
+                          configured=True)
+    pipeline.update_settings(params.frame_settings())
+    second = pipeline.process(good_frame())
+    assert predictor.limits == [(0.5, 50), (0.95, 7)]
+    assert [list(i.occluder_ids) for i in second.instances.instances] == [[1], []]
+
+
+def test_a_frame_keeps_the_settings_snapshot_it_started_with():
+    gate = threading.Event()
+    predictor = FakePredictor(gate=gate)
+    pipeline = make_pipeline(predictor, score_threshold=0.5)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(pipeline.process(good_frame())))
+    worker.start()
+    for _ in range(200):
+        if predictor.calls:
+            break
+        threading.Event().wait(0.01)
+    # Changed while the frame is inside the model: this frame's class names stay the old ones.
+    pipeline.update_settings(params_from_mapping({"score_threshold": 0.9, "class_names": ["mug"]})
+                             .frame_settings())
+    gate.set()
+    worker.join(10)
+    assert [i.class_name for i in results[0].instances.instances] == ["a", "b"]
+    assert [i.class_name for i in pipeline.process(good_frame()).instances.instances] == ["mug", "b"]

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from orcnn_core import occlusion
+from orcnn_core.analysis import analyze
 from orcnn_core.errors import InputError
 from orcnn_core.occlusion import compute_occlusion_graph
 from orcnn_core.structures import Prediction
@@ -43,7 +45,7 @@ def interior(mask, margin=6):
 def test_overlay_shape_colours_and_untouched_background():
     image = np.full((H, W, 3), 100, np.uint8)
     pred = scene()
-    out = draw_overlay(image, pred, compute_occlusion_graph(pred), arrows=False)
+    out = draw_overlay(image, analyze(pred), arrows=False)
     assert out.shape == image.shape and out.dtype == np.uint8
     assert (image == 100).all(), "input image must not be modified"
     change = np.abs(out.astype(int) - image.astype(int)).sum(axis=2)
@@ -150,3 +152,14 @@ def test_bad_inputs_raise_input_error():
         draw_overlay(np.zeros((H + 1, W, 3), np.uint8), pred)
     with pytest.raises(InputError, match="min_long_side"):
         draw_overlay(np.zeros((H, W, 3), np.uint8), pred, min_long_side=-1)
+
+
+def test_overlay_draws_the_analysis_it_is_given_without_analysing_again(monkeypatch):
+    # One analysis per frame, shared by messages and overlay: nothing may binarise the masks or
+    # compute the graph again. Poison both after the analysis.
+    image = np.full((H, W, 3), 100, np.uint8)
+    frame = analyze(scene())
+    frame.prediction.amodal_masks = None  # the overlay must read the analysis's masks, not these
+    monkeypatch.setattr(occlusion, "compute_occlusion_graph", lambda *a, **k: pytest.fail("graph again"))
+    out = draw_overlay(image, frame, arrows=False)
+    assert np.abs(out.astype(int) - image.astype(int)).sum(axis=2)[interior(frame.visible_masks[0])].min() > 0

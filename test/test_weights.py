@@ -179,3 +179,28 @@ def test_a_file_without_a_mask_head_is_an_error(tmp_path):
     save_file({"backbone.conv1.weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(WeightsError, match="backbone_only.safetensors holds no torchvision mask head"):
         init_mask_heads_from_modal(build_model(tiny_config()), path)
+
+
+@pytest.mark.parametrize("damage, pattern", [
+    ("int32", r"tensor '{key}' is torch.int32, the model expects torch.float32"),
+    ("scaled", r"tensor '{key}' holds a value of magnitude 1e\+30"),
+])
+def test_wrong_dtype_or_absurd_values_are_refused(saved, tmp_path, damage, pattern):
+    # Both loaded silently before and gave a model that detects nothing.
+    target = _copy(saved, tmp_path)
+    state = load_file(str(target))
+    key = "roi_heads.box_predictor.cls_score.weight"
+    state[key] = state[key].to(torch.int32) if damage == "int32" else state[key] * 0 + 1e30
+    save_file(state, str(target))
+    with pytest.raises(WeightsError, match=pattern.format(key=key)):
+        load_weights(target)
+
+
+def test_pickled_pth_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "modal.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "note": object()}, path)  # an arbitrary object: pickle
+    with pytest.raises(WeightsError) as info:
+        init_mask_heads_from_modal(build_model(tiny_config()), path)
+    message = str(info.value)
+    assert "\n" not in message and "pickled Python objects" in message
+    assert "weights_only=False" not in message  # never advise running the file's code

@@ -13,16 +13,13 @@ from orcnn_core.errors import DatasetError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def list_images(folder, recursive: bool = False) -> list:
-    """Image files (``IMAGE_EXTENSIONS``, any case) in ``folder``, sorted by relative path.
-
-    ``recursive`` also lists sub-folders. A missing folder raises a DatasetError naming it.
-    """
+def list_images(folder) -> list:
+    """Image files (``IMAGE_EXTENSIONS``, any case) in ``folder`` and its sub-folders, sorted by
+    relative path: the one image lister of every command. A missing folder is a DatasetError."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"image folder not found: {folder}")
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    files = [p for p in found if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 

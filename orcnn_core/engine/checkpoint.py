@@ -18,70 +18,31 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from orcnn_core.errors import WeightsError
+from orcnn_core.fileio import (
+    atomic_write,
+    atomic_write_text,
+    commit_file,
+    fsync_dir,
+    remove_stale_temporaries,
+)
 
 logger = logging.getLogger(__name__)
 
 POINTER = "last_checkpoint"
+WEIGHTS_TMP_PREFIX = ".weights-"
+TEMPORARY_PATTERNS = (".*.tmp", f"{WEIGHTS_TMP_PREFIX}*")
 STATE_FORMAT_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------- atomic files
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows); the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _default_mode() -> int:
-    # mkstemp makes owner-only files; checkpoints get the permissions a plain open() would give.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _commit(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, give it plain-file permissions and rename it onto ``final`` (same folder)."""
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.chmod(tmp, _default_mode())
-    os.replace(tmp, final)
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` for a temporary path next to ``path``, fsync it, then rename it onto ``path``."""
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        _commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Atomically replace a text file."""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_save_weights(model: torch.nn.Module, model_config: Any, path: str | Path) -> None:
@@ -89,14 +50,14 @@ def atomic_save_weights(model: torch.nn.Module, model_config: Any, path: str | P
     from orcnn_core.model import save_weights
 
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix=".weights-", dir=path.parent) as tmp_dir:
+    with tempfile.TemporaryDirectory(prefix=WEIGHTS_TMP_PREFIX, dir=path.parent) as tmp_dir:
         tmp = Path(tmp_dir) / path.name
         save_weights(model, model_config, tmp)
         sidecar = tmp.with_suffix(".json")
         for produced, final in ((tmp, path), (sidecar, path.with_suffix(".json"))):
             if produced.is_file():
-                _commit(produced, final)
-    _fsync_dir(path.parent)
+                commit_file(produced, final)
+    fsync_dir(path.parent)
 
 
 # --------------------------------------------------------------------------------- state <-> files
@@ -228,6 +189,11 @@ class Checkpointer:
     def __init__(self, out_dir: str | Path, keep: int = 2):
         self.out_dir = Path(out_dir)
         self.keep = keep
+        # A run killed while writing leaves its temporaries; nothing else ever uses these names.
+        removed = remove_stale_temporaries(self.out_dir, TEMPORARY_PATTERNS)
+        if removed:
+            logger.info("removed %d temporary file(s) left by an interrupted run in %s", len(removed),
+                        self.out_dir)
 
     def save(self, name: str, model: torch.nn.Module, model_config: Any, state: TrainingState,
              *, update_pointer: bool = True) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from orcnn_core.errors import ConfigError
@@ -21,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("predict", help="predict a folder of images into a results JSON")
-    p.add_argument("--images", required=True, help="folder of png/jpg/jpeg/bmp images (searched recursively)")
+    p.add_argument("--images", required=True,
+                   help="folder of images (png, jpg, bmp, tif, webp; sub-folders too)")
     p.add_argument("--out", required=True, help="results JSON to write (read by `orcnn eval`)")
     p.add_argument("--weights", default=None, help="NAME.safetensors (default: the bundled demo model)")
     p.add_argument("--viz", default=None, metavar="DIR", help="also write overlay PNGs here")
@@ -66,12 +68,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from orcnn_core.engine.demo import predict_folder
+    from orcnn_core.engine.predict import predict_folder
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
-    predict_folder(args.images, args.out, weights=args.weights, viz_dir=args.viz, batch_size=args.batch_size,
-                   device=args.device, score_threshold=args.score_threshold, gt=args.gt)
+    summary = predict_folder(args.images, args.out, weights=args.weights, viz_dir=args.viz,
+                             batch_size=args.batch_size, device=args.device,
+                             score_threshold=args.score_threshold, gt=args.gt)
+    print(summary.format(Path(args.out)))
+    if summary.skipped:  # the good images' results are written: a warning, not a failure
+        print(f"orcnn predict: warning: {sum(summary.skipped.values())} image(s) skipped "
+              f"({summary.skipped.format()})", file=sys.stderr)
     return 0
 
 
@@ -95,8 +102,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from orcnn_core.engine.demo import bundled_weights, load_predictor
     from orcnn_core.engine.export import default_export_path, export_model
+    from orcnn_core.engine.predictor import bundled_weights, load_predictor
 
     width, height = _parse_size(args.size)
     weights = Path(args.weights) if args.weights else bundled_weights()

@@ -100,5 +100,20 @@ class MergedRCNN(nn.Module):
             for name, value in self.modal_model(images, targets).items():
                 losses[name] = losses[name] + value if name in losses else value
             return losses
+        return self.detect(images)
+
+    def detect(self, images: Sequence[Tensor], *, score_threshold: Optional[float] = None,
+               detections_per_image: Optional[int] = None,
+               paste_masks: bool = True) -> list[dict[str, Tensor]]:
+        """Merged detections; the members run with per-call limits that are only ever LOOSER than
+        their own (a modal result below the threshold can still lift its amodal partner's merged
+        score above it), so the caller applies ``score_threshold`` / the cap to the merged results.
+        Masks are always pasted (``paste_masks`` is accepted and ignored): matching needs them."""
+        limits = {}
+        if score_threshold is not None:
+            limits["score_threshold"] = min(float(score_threshold), self.config.score_threshold)
+        if detections_per_image is not None:
+            limits["detections_per_image"] = max(int(detections_per_image), self.config.detections_per_image)
         return [merge_detections(a, m, self.iou_threshold)
-                for a, m in zip(self.amodal_model(images), self.modal_model(images))]
+                for a, m in zip(self.amodal_model.detect(images, **limits),
+                                self.modal_model.detect(images, **limits))]

@@ -1,8 +1,9 @@
 """``OcclusionRCNN``: torchvision's two-stage detector with amodal/visible mask heads (all variants).
 
-torchvision's ``MaskRCNN`` is ``FasterRCNN`` plus one mask head; this class is ``FasterRCNN`` plus
-``AmodalRoIHeads`` (the variant's mask branches on one shared RoIAlign) and a transform that resizes
-and pastes the amodal/visible/invisible masks.
+torchvision's ``MaskRCNN`` is ``FasterRCNN`` plus one mask head; this class is torchvision's
+``GeneralizedRCNN`` with Faster R-CNN's backbone and RPN, ``AmodalRoIHeads`` (the variant's mask
+branches on one shared RoIAlign) and a transform that resizes and pastes the amodal/visible/invisible
+masks.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import expand_boxes, expand_masks
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 from torchvision.ops import MultiScaleRoIAlign
 
@@ -22,7 +25,7 @@ from orcnn_core.errors import ConfigError, InputError
 from orcnn_core.model.backbone import build_backbone, count_levels, feature_level_names
 from orcnn_core.model.config import ModelConfig
 from orcnn_core.model.mask_head import TARGET_KEYS, AmodalMaskHeads
-from orcnn_core.model.roi_heads import AmodalRoIHeads
+from orcnn_core.model.roi_heads import AmodalRoIHeads, DetectionLimits
 from orcnn_core.model.variants import get_variant
 
 MASK_KEYS = ("amodal_masks", "visible_masks")
@@ -47,6 +50,31 @@ def paste_mask_channels(masks: Tensor, boxes: Tensor, image_size: tuple[int, int
         if cx1 > cx0 and cy1 > cy0:
             out[i, :, cy0:cy1, cx0:cx1] = resized[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
     return out
+
+
+# Float pixels pasted at once by ``paste_box_masks``: bounds its temporary memory (~256 MB) whatever the
+# image size and detection count.
+PASTE_PIXEL_BUDGET = 64 * 2**20
+
+
+def paste_box_masks(box_masks: dict[str, Tensor], boxes: Tensor, image_size: tuple[int, int],
+                    threshold: Optional[float] = None) -> dict[str, Tensor]:
+    """Image-sized masks from box-relative ones (``{kind: (N, 1, M, M)}``), a few instances at a time.
+
+    With ``threshold`` the result is bool (``>= threshold``), else float probabilities; the values are
+    those of ``paste_mask_channels``.
+    """
+    kinds = list(box_masks)
+    stacked = torch.cat([box_masks[k] for k in kinds], dim=1)  # (N, C, M, M)
+    n, channels = stacked.shape[:2]
+    height, width = image_size
+    dtype = torch.bool if threshold is not None else torch.float32
+    out = torch.zeros((n, channels, height, width), dtype=dtype, device=stacked.device)
+    step = max(1, PASTE_PIXEL_BUDGET // max(1, channels * height * width))
+    for start in range(0, n, step):
+        pasted = paste_mask_channels(stacked[start:start + step], boxes[start:start + step], image_size)
+        out[start:start + step] = pasted >= threshold if threshold is not None else pasted
+    return {kind: out[:, c:c + 1] for c, kind in enumerate(kinds)}
 
 
 def tight_boxes(masks: Tensor) -> Tensor:
@@ -107,10 +135,52 @@ class AmodalTransform(GeneralizedRCNNTransform):
         return result
 
 
-class OcclusionRCNN(FasterRCNN):
+# torchvision's Faster R-CNN constants (its ``FasterRCNN.__init__`` defaults), so the parts built
+# here are exactly those torchvision would build.
+IMAGE_MEAN = [0.485, 0.456, 0.406]
+IMAGE_STD = [0.229, 0.224, 0.225]
+RPN_FG_IOU, RPN_BG_IOU, RPN_POSITIVE_FRACTION, RPN_NMS = 0.7, 0.3, 0.5, 0.7
+BOX_FG_IOU, BOX_BG_IOU, BOX_POSITIVE_FRACTION = 0.5, 0.5, 0.25
+
+
+def _build_rpn(cfg: ModelConfig, channels: int, levels: int) -> RegionProposalNetwork:
+    anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes), (tuple(cfg.aspect_ratios),) * levels)
+    return RegionProposalNetwork(
+        anchors, RPNHead(channels, anchors.num_anchors_per_location()[0]),
+        RPN_FG_IOU, RPN_BG_IOU, cfg.rpn_batch_size_per_image, RPN_POSITIVE_FRACTION,
+        dict(training=cfg.rpn_pre_nms_top_n_train, testing=cfg.rpn_pre_nms_top_n_test),
+        dict(training=cfg.rpn_post_nms_top_n_train, testing=cfg.rpn_post_nms_top_n_test),
+        RPN_NMS, score_thresh=0.0)
+
+
+def _build_box_parts(cfg: ModelConfig, names: list[str]) -> tuple:
+    """RoIAlign, two-layer MLP and class/box predictor of the box head (torchvision's layout)."""
+    return (MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2),
+            TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_representation_size),
+            FastRCNNPredictor(cfg.box_representation_size, cfg.num_classes + 1))
+
+
+def _build_roi_heads(cfg: ModelConfig, spec, names: list[str], box_parts: tuple) -> AmodalRoIHeads:
+    return AmodalRoIHeads(
+        *box_parts, fg_iou_thresh=BOX_FG_IOU, bg_iou_thresh=BOX_BG_IOU,
+        batch_size_per_image=cfg.box_batch_size_per_image, positive_fraction=BOX_POSITIVE_FRACTION,
+        bbox_reg_weights=None, score_thresh=cfg.score_threshold, nms_thresh=cfg.nms_threshold,
+        detections_per_img=cfg.detections_per_image,
+        mask_roi_pool=MultiScaleRoIAlign(names, output_size=cfg.mask_roi_size, sampling_ratio=2),
+        mask_heads=AmodalMaskHeads(spec, cfg.fpn_channels, cfg.mask_head_channels,
+                                   1 if cfg.class_agnostic_masks else cfg.num_classes + 1),
+        spec=spec)
+
+
+class OcclusionRCNN(GeneralizedRCNN):
     """ORCNN and its single-model variants (``cfg.variant``), built from a ModelConfig.
 
-    Training: ``model(images, targets)`` -> dict of losses. Eval: ``model(images)`` -> per image
+    The parts are torchvision's Faster R-CNN parts (FPN backbone, RPN, box head), built once here
+    with the same attribute names, so state dicts keep torchvision's keys; the RoI heads and the
+    transform are the amodal ones.
+
+    Training: ``model(images, targets)`` -> dict of losses. Eval: ``model(images)`` (the config's
+    limits) or ``model.detect(images, score_threshold=..., detections_per_image=...)`` -> per image
     ``boxes``, ``labels``, ``scores``, ``amodal_masks``, ``visible_masks``, ``invisible_masks``
     (N, 1, H, W probabilities at the input size) and ``visible_boxes``.
     """
@@ -125,31 +195,12 @@ class OcclusionRCNN(FasterRCNN):
             raise ConfigError(f"model.anchor_sizes: backbone {cfg.backbone} has {levels} feature levels, "
                               f"got {len(cfg.anchor_sizes)} anchor sizes")
         names = feature_level_names(backbone)
-        anchors = AnchorGenerator(tuple((s,) for s in cfg.anchor_sizes),
-                                  (tuple(cfg.aspect_ratios),) * levels)
-        box_roi_pool = MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
-        box_head = TwoMLPHead(cfg.fpn_channels * 7 * 7, cfg.box_representation_size)
-        box_predictor = FastRCNNPredictor(cfg.box_representation_size, cfg.num_classes + 1)
-        super().__init__(
-            backbone, num_classes=None, min_size=cfg.min_size, max_size=cfg.max_size,
-            rpn_anchor_generator=anchors,
-            rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-            rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-            rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-            rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-            box_roi_pool=box_roi_pool, box_head=box_head, box_predictor=box_predictor)
-        self.roi_heads = AmodalRoIHeads(
-            box_roi_pool, box_head, box_predictor,
-            fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=cfg.box_batch_size_per_image,
-            positive_fraction=0.25, bbox_reg_weights=None, score_thresh=cfg.score_threshold,
-            nms_thresh=cfg.nms_threshold, detections_per_img=cfg.detections_per_image,
-            mask_roi_pool=MultiScaleRoIAlign(names, output_size=cfg.mask_roi_size, sampling_ratio=2),
-            mask_heads=AmodalMaskHeads(spec, cfg.fpn_channels, cfg.mask_head_channels,
-                                       1 if cfg.class_agnostic_masks else cfg.num_classes + 1),
-            spec=spec)
-        t = self.transform
-        self.transform = AmodalTransform(t.min_size, t.max_size, t.image_mean, t.image_std)
+        # Parameters are created in torchvision's order (box head, RPN head, then the mask heads), so
+        # a seed gives the same initial weights as torchvision's own construction would.
+        box_parts = _build_box_parts(cfg, names)
+        rpn = _build_rpn(cfg, backbone.out_channels, levels)
+        super().__init__(backbone, rpn, _build_roi_heads(cfg, spec, names, box_parts),
+                         AmodalTransform(cfg.min_size, cfg.max_size, IMAGE_MEAN, IMAGE_STD))
         self.config = cfg
         self.spec = spec
 
@@ -162,7 +213,35 @@ class OcclusionRCNN(FasterRCNN):
                 raise InputError(f"training needs one target per image: {len(images)} images, "
                                  f"{len(targets)} targets")
             return super().forward(images, targets)
-        return [self.assemble_output(d) for d in super().forward(images)]
+        return self.detect(images)
+
+    def detect(self, images: list[Tensor], *, score_threshold: Optional[float] = None,
+               detections_per_image: Optional[int] = None,
+               paste_masks: bool = True) -> list[dict[str, Tensor]]:
+        """Detections of eval mode with per-call limits (default: the config's).
+
+        The limits are arguments, not module state, so several callers (threads) can share one model.
+        With ``paste_masks=False`` the masks stay box-relative (``amodal_box_masks`` etc., (N, 1, M, M)
+        probabilities, to be pasted by ``paste_box_masks``): a caller that keeps only some detections,
+        or wants bool masks, then never holds every float mask at image size.
+        """
+        limits = DetectionLimits(
+            self.config.score_threshold if score_threshold is None else float(score_threshold),
+            self.config.detections_per_image if detections_per_image is None else int(detections_per_image))
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        batch, _ = self.transform(images)
+        features = self.backbone(batch.tensors)
+        proposals, _ = self.rpn(batch, features)
+        detections, _ = self.roi_heads(features, proposals, batch.image_sizes, limits=limits)
+        if not paste_masks:
+            detections = GeneralizedRCNNTransform.postprocess(self.transform, detections, batch.image_sizes,
+                                                              original_sizes)  # boxes only
+            for detection in detections:
+                named = name_mask_channels(detection.pop("mask_probs"), self.roi_heads.kinds)
+                detection.update({f"{kind}_box_masks": value for kind, value in named.items()})
+            return detections
+        detections = self.transform.postprocess(detections, batch.image_sizes, original_sizes)
+        return [self.assemble_output(d) for d in detections]
 
     def prepare_target(self, target: dict[str, Tensor], image: Tensor, index: int) -> dict[str, Tensor]:
         """Check one training target; for ``mrcnn`` make the visible boxes the box targets."""

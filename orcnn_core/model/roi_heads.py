@@ -6,7 +6,8 @@ of ``forward`` differs: one RoIAlign feeds every mask branch, and the mask losse
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -19,6 +20,31 @@ from orcnn_core.model.mask_head import (
     stack_mask_targets,
 )
 from orcnn_core.model.variants import LOSS_NAMES, VariantSpec
+
+
+@dataclass(frozen=True)
+class DetectionLimits:
+    """Per-call limits of eval mode: detections scoring at most ``score_threshold`` are dropped before
+    NMS, at most ``detections_per_image`` are kept after it."""
+
+    score_threshold: float
+    detections_per_image: int
+
+
+class _LimitedView:
+    """The RoI heads as torchvision's ``postprocess_detections`` reads them, with per-call limits.
+
+    That method reads ``self.score_thresh`` and ``self.detections_per_img``; handing it this view
+    instead of changing the module's attributes keeps a model shared by several threads unchanged.
+    """
+
+    def __init__(self, heads: RoIHeads, limits: DetectionLimits) -> None:
+        self._heads = heads
+        self.score_thresh = limits.score_threshold
+        self.detections_per_img = limits.detections_per_image
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._heads, name)
 
 
 def output_kinds(spec: VariantSpec) -> tuple:
@@ -44,8 +70,10 @@ class AmodalRoIHeads(RoIHeads):
     def forward(self, features: dict[str, torch.Tensor], proposals: list[torch.Tensor],
                 image_shapes: list[tuple[int, int]],
                 targets: Optional[list[dict[str, torch.Tensor]]] = None,
+                limits: Optional[DetectionLimits] = None,
                 ) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-        """Training: ([], losses). Eval: per image boxes, labels, scores and ``mask_probs`` (N, C, M, M)."""
+        """Training: ([], losses). Eval: per image boxes, labels, scores and ``mask_probs`` (N, C, M, M),
+        within ``limits`` (default: the module's own ``score_thresh`` / ``detections_per_img``)."""
         if self.training:
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(
                 proposals, targets)
@@ -59,8 +87,9 @@ class AmodalRoIHeads(RoIHeads):
             losses.update(self.mask_losses(features, proposals, image_shapes, labels, matched_idxs, targets))
             return [], losses
 
-        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals,
-                                                            image_shapes)
+        heads = self if limits is None else _LimitedView(self, limits)
+        boxes, scores, labels = RoIHeads.postprocess_detections(heads, class_logits, box_regression,
+                                                                proposals, image_shapes)
         mask_probs = self.mask_probabilities(features, boxes, labels, image_shapes)
         return [{"boxes": b, "labels": lab, "scores": s, "mask_probs": m}
                 for b, lab, s, m in zip(boxes, labels, scores, mask_probs)], {}
@@ -89,4 +118,6 @@ class AmodalRoIHeads(RoIHeads):
         selected = self.mask_heads.class_logits(roi_features, torch.cat(labels),
                                                 with_invisible="invisible" in self.kinds)
         probs = torch.stack([selected[kind] for kind in self.kinds], dim=1).sigmoid()
+        if len(boxes) == 1:  # no split: a traced export must not freeze the detection count
+            return [probs]
         return list(probs.split([len(b) for b in boxes]))

@@ -1,0 +1,114 @@
+"""The one per-frame analysis: everything derived from a ``Prediction`` that its consumers share.
+
+The node, the replay, ``orcnn predict`` and ``orcnn demo`` all publish the same thing for a frame:
+``analyze`` binarises the masks once, computes their tight boxes once and the occlusion graph once,
+and hands the result (a ``FrameAnalysis``) to message building (``orcnn_ros.conversions``), to the
+overlay (``orcnn_core.viz``) and to the results JSON (``structures.prediction_to_results``), so none
+of them checks, binarises or analyses the masks again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from orcnn_core.errors import InputError
+from orcnn_core.masks import binarize, mask_boxes
+from orcnn_core.occlusion import (
+    DEFAULT_MIN_INVISIBLE_FRACTION,
+    DEFAULT_MIN_OVERLAP,
+    DEFAULT_MIN_PIXELS,
+    OcclusionGraph,
+    compute_occlusion_graph,
+)
+from orcnn_core.structures import Prediction
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """How a frame is analysed; the node's live parameters map onto these fields."""
+
+    mask_threshold: float = 0.5                     # probability masks are binarised at this value
+    occluder_min_overlap: float = DEFAULT_MIN_OVERLAP
+    occluder_min_pixels: int = DEFAULT_MIN_PIXELS
+    min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION
+
+    def validate(self) -> None:
+        """InputError naming the first field out of range."""
+        if not 0.0 < self.mask_threshold <= 1.0:
+            raise InputError(f"mask_threshold must be in (0, 1], got {self.mask_threshold}")
+        if not 0.0 <= self.occluder_min_overlap <= 1.0:
+            raise InputError(f"occluder_min_overlap must be in [0, 1], got {self.occluder_min_overlap}")
+        if isinstance(self.occluder_min_pixels, bool) or int(self.occluder_min_pixels) < 0:
+            raise InputError(f"occluder_min_pixels must be >= 0, got {self.occluder_min_pixels}")
+        if not 0.0 <= self.min_invisible_fraction <= 1.0:
+            raise InputError(f"min_invisible_fraction must be in [0, 1], got {self.min_invisible_fraction}")
+
+
+@dataclass
+class FrameAnalysis:
+    """One image's instances as every consumer needs them (N instances, masks at image size)."""
+
+    prediction: Prediction
+    amodal_masks: np.ndarray      # (N, H, W) bool
+    visible_masks: np.ndarray     # (N, H, W) bool
+    invisible_masks: np.ndarray   # (N, H, W) bool
+    amodal_boxes: np.ndarray      # (N, 4) int64 tight x0 y0 x1 y1 (far edge exclusive); zeros if empty
+    visible_boxes: np.ndarray     # (N, 4) int64, likewise
+    invisible_boxes: np.ndarray   # (N, 4) int64, likewise
+    graph: OcclusionGraph = field(default_factory=OcclusionGraph)
+
+    def __len__(self) -> int:
+        return len(self.prediction)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the image."""
+        return tuple(int(v) for v in self.prediction.image_size)
+
+
+def _binary_stack(masks: np.ndarray, threshold: float, name: str, size: tuple[int, int]) -> np.ndarray:
+    masks = np.asarray(masks)
+    if masks.ndim != 3 or masks.shape[1:] != size:
+        raise InputError(f"Prediction.{name} must be (N, H, W) with (H, W) = image_size {size}, "
+                         f"got shape {masks.shape}")
+    if masks.dtype != bool and masks.size and not np.isfinite(masks).all():
+        raise InputError(f"Prediction.{name} holds NaN or Inf probabilities")
+    return binarize(masks, threshold)
+
+
+def _check_prediction(prediction: Prediction) -> None:
+    n = len(prediction)
+    for name in ("amodal_boxes", "labels", "category_ids", "scores"):
+        value = np.asarray(getattr(prediction, name))
+        if value.shape[:1] != (n,):
+            raise InputError(f"Prediction.{name} has {value.shape[:1]} entries, expected {n}")
+    if len(prediction.class_names) != n:
+        raise InputError(f"Prediction.class_names has {len(prediction.class_names)} entries, expected {n}")
+    if n and not np.isfinite(np.asarray(prediction.scores, dtype=np.float64)).all():
+        raise InputError("Prediction.scores holds NaN or Inf")
+
+
+def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:
+    """Binary masks, their boxes and the occlusion graph of ``prediction``, each computed once."""
+    config = config or AnalysisConfig()
+    _check_prediction(prediction)
+    size = tuple(int(v) for v in prediction.image_size)
+    amodal = _binary_stack(prediction.amodal_masks, config.mask_threshold, "amodal_masks", size)
+    visible = _binary_stack(prediction.visible_masks, config.mask_threshold, "visible_masks", size)
+    invisible = _binary_stack(prediction.invisible_masks, config.mask_threshold, "invisible_masks", size)
+    graph = compute_occlusion_graph((amodal, visible, invisible), prediction.scores,
+                                    min_overlap=config.occluder_min_overlap,
+                                    min_pixels=config.occluder_min_pixels,
+                                    min_invisible_fraction=config.min_invisible_fraction)
+    return FrameAnalysis(prediction=prediction, amodal_masks=amodal, visible_masks=visible,
+                         invisible_masks=invisible, amodal_boxes=mask_boxes(amodal).astype(np.int64),
+                         visible_boxes=mask_boxes(visible).astype(np.int64),
+                         invisible_boxes=mask_boxes(invisible).astype(np.int64), graph=graph)
+
+
+def as_analysis(frame: Prediction | FrameAnalysis, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:
+    """``frame`` itself when it is already analysed, else ``analyze(frame, config)``."""
+    return frame if isinstance(frame, FrameAnalysis) else analyze(frame, config)
