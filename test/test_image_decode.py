@@ -214,6 +214,21 @@ def test_file_errors_are_dataset_errors_and_name_the_file(tmp_path):
     assert isinstance(info.value, InputError)
 
 
+def test_errors_survive_pickling_and_a_message_only_rebuild(tmp_path):
+    import pickle
+
+    with pytest.raises(ImageFileError) as info:
+        decode_file(tmp_path, JPEG[:100], "cut.jpg")
+    copy = pickle.loads(pickle.dumps(info.value))  # as a DataLoader worker's error travels
+    assert (type(copy), copy.cause, copy.path, str(copy)) == (
+        ImageFileError, "truncated_jpeg", tmp_path / "cut.jpg", str(info.value))
+    # torch re-raises a worker's error as ``type(message)``: still the project's error, not a TypeError.
+    rebuilt = ImageFileError("Caught ImageFileError in DataLoader worker process 0")
+    assert isinstance(rebuilt, DatasetError) and rebuilt.cause == "unknown" and "worker" in str(rebuilt)
+    frame_error = pickle.loads(pickle.dumps(ImageInputError("too_large", "big")))
+    assert (frame_error.cause, str(frame_error)) == ("too_large", "big")
+
+
 def test_opencv_errors_never_escape(monkeypatch, tmp_path):
     def opencv_refuses(*args, **kwargs):
         raise cv2.error("OpenCV(4.x) error: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS")

@@ -18,7 +18,7 @@ import re
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -53,9 +53,14 @@ Bytes = Union[bytes, bytearray, memoryview, np.ndarray]
 class ImageDecodeError(InputError):
     """An image that cannot be used; ``cause`` is a short stable key (for counting and log-once)."""
 
-    def __init__(self, cause: str, message: str) -> None:
+    def __init__(self, cause: str, message: Optional[str] = None) -> None:
+        if message is None:  # rebuilt from its message alone, as torch's DataLoader re-raises errors
+            cause, message = "unknown", cause
         super().__init__(message)
         self.cause = cause
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.cause, str(self))  # pickled with its cause (multiprocessing workers)
 
 
 @dataclass(frozen=True)

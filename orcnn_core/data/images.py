@@ -7,6 +7,7 @@ through too, so a file and a frame with the same bytes give the same pixels or t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -62,9 +63,12 @@ class ImageFileError(ImageDecodeError, DatasetError):
     Also a DatasetError, so a loop over a dataset's files that skips DatasetError skips it.
     """
 
-    def __init__(self, cause: str, message: str, path: Path) -> None:
+    def __init__(self, cause: str, message: Optional[str] = None, path: Optional[Path] = None) -> None:
         super().__init__(cause, message)
         self.path = path
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.cause, str(self), self.path)
 
 
 def read_image_rgb(path: Path) -> np.ndarray:
