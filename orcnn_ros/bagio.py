@@ -25,6 +25,13 @@ from orcnn_core.data.images import IMAGE_EXTENSIONS
 from orcnn_core.data.images import list_images as list_image_files
 from orcnn_core.errors import InputError
 from orcnn_ros.bag_checkpoint import Checkpointer, is_incomplete_folder, recover_sqlite_journal
+from orcnn_ros.bag_sources import (  # noqa: F401  (TopicInfo, normalize_msgtype: part of bagio's API)
+    LegacySqliteSource,
+    RosbagsSource,
+    TopicInfo,
+    normalize_msgtype,
+    with_metadata_digests,
+)
 from orcnn_ros.mcap_partial import PartialMcapSource
 
 logger = logging.getLogger(__name__)
@@ -39,25 +46,6 @@ CHECKPOINT_S = 1.0
 _BAG_FOLDER_SUFFIXES = (".db3", ".mcap", ".yaml", ".json", ".db3-shm", ".db3-wal", ".db3-journal", ".tmp")
 
 PathLike = Union[str, Path]
-
-
-def normalize_msgtype(name: str) -> str:
-    """ROS 2 type name with its ``/msg/`` part: ``sensor_msgs/Image`` -> ``sensor_msgs/msg/Image``."""
-    parts = name.split("/")
-    if len(parts) == 2 and all(parts):
-        return f"{parts[0]}/msg/{parts[1]}"
-    return name
-
-
-@dataclass(frozen=True)
-class TopicInfo:
-    """One topic of a bag: name, normalised type, message count and (when stored) its definition."""
-
-    name: str
-    msgtype: str
-    count: int
-    msgdef: str = ""   # ROS 2 .msg text of the type as stored in the bag ("" when the bag has none)
-    digest: str = ""   # RIHS01 hash stored with it ("" when none)
 
 
 @dataclass(frozen=True)
@@ -79,100 +67,7 @@ class BagMessage:
     index: int
 
 
-class _RosbagsSource:
-    """Messages through ``rosbags.rosbag2.Reader`` (bag folders, bare .db3 and .mcap files)."""
-
-    def __init__(self, path: Path) -> None:
-        from rosbags.rosbag2 import Reader
-
-        self._reader = Reader(path)
-        self._reader.open()
-
-    def topics(self) -> dict[str, TopicInfo]:
-        counts: dict[str, int] = {}
-        first: dict[str, Any] = {}
-        for conn in self._reader.connections:
-            counts[conn.topic] = counts.get(conn.topic, 0) + int(conn.msgcount)
-            first.setdefault(conn.topic, conn)
-        return {topic: TopicInfo(topic, normalize_msgtype(conn.msgtype), counts[topic],
-                                 conn.msgdef.data or "", conn.digest or "")
-                for topic, conn in first.items()}
-
-    def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, Union[bytes, memoryview]]]:
-        conns = [c for c in self._reader.connections if c.topic in set(topics)]
-        if not conns:
-            return
-        for conn, timestamp, data in self._reader.messages(connections=conns):
-            yield conn.topic, normalize_msgtype(conn.msgtype), int(timestamp), data
-
-    def time_range(self) -> tuple[int, int]:
-        if not self._reader.message_count:
-            return (0, 0)
-        return (int(self._reader.start_time), int(self._reader.end_time) - 1)  # end_time is last + 1
-
-    def close(self) -> None:
-        self._reader.close()
-
-
-class _LegacySqliteSource:
-    """Messages of a bare rosbag2 sqlite3 file read with ``sqlite3`` (no metadata, no schema table)."""
-
-    def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            rows = self._conn.execute("SELECT id, name, type FROM topics").fetchall()
-            counts = dict(self._conn.execute(
-                "SELECT topic_id, COUNT(*) FROM messages GROUP BY topic_id").fetchall())
-        except sqlite3.DatabaseError as exc:
-            self._conn.close()
-            raise InputError(f"bag {path}: not a rosbag2 sqlite3 file ({exc})") from exc
-        self._ids = {name: int(tid) for tid, name, _ in rows}
-        self._topics = {name: TopicInfo(name, normalize_msgtype(typ), int(counts.get(tid, 0)))
-                        for tid, name, typ in rows}
-
-    def topics(self) -> dict[str, TopicInfo]:
-        return dict(self._topics)
-
-    def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, Union[bytes, memoryview]]]:
-        ids = {self._ids[t]: t for t in topics if t in self._ids}
-        if not ids:
-            return
-        marks = ",".join("?" * len(ids))
-        cursor = self._conn.execute(
-            f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) "
-            "ORDER BY timestamp, id", tuple(ids))
-        for tid, timestamp, data in cursor:
-            topic = ids[tid]
-            yield topic, self._topics[topic].msgtype, int(timestamp), data
-
-    def time_range(self) -> tuple[int, int]:
-        first, last = self._conn.execute("SELECT MIN(timestamp), MAX(timestamp) FROM messages").fetchone()
-        return (int(first or 0), int(last or 0))
-
-    def last_written(self, topic: str) -> tuple[int, int]:
-        count, last = self._conn.execute("SELECT COUNT(*), MAX(timestamp) FROM messages WHERE topic_id = ?",
-                                         (self._ids[topic],)).fetchone()
-        return int(count), -1 if last is None else int(last)
-
-    def close(self) -> None:
-        self._conn.close()
-
-
-Source = Union[_RosbagsSource, _LegacySqliteSource, PartialMcapSource]
-
-
-def _with_metadata_digests(meta: Path, topics: dict[str, TopicInfo]) -> dict[str, TopicInfo]:
-    """``topics`` with missing type hashes taken from metadata.yaml (an unfinished mcap has none)."""
-    import yaml
-
-    try:
-        info = yaml.safe_load(meta.read_text(encoding="utf8"))["rosbag2_bagfile_information"]
-        digests = {t["topic_metadata"]["name"]: str(t["topic_metadata"].get("type_description_hash") or "")
-                   for t in info["topics_with_message_count"]}
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return topics  # no usable metadata: the digests stay empty, copying falls back to a typestore
-    return {name: t if t.digest else TopicInfo(t.name, t.msgtype, t.count, t.msgdef, digests.get(name, ""))
-            for name, t in topics.items()}
+Source = Union[RosbagsSource, LegacySqliteSource, PartialMcapSource]
 
 
 class BagReader:
@@ -193,22 +88,22 @@ class BagReader:
         self._source = self._open(backend)
         self._topics = self._source.topics()
         if self.path.is_dir() and any(not info.digest for info in self._topics.values()):
-            self._topics = _with_metadata_digests(self.path / "metadata.yaml", self._topics)
+            self._topics = with_metadata_digests(self.path / "metadata.yaml", self._topics)
 
     def _open(self, backend: str) -> Source:
         if backend == "sqlite":
             db3 = self._sqlite_file()
             recover_sqlite_journal(db3)
-            return _LegacySqliteSource(db3)
+            return LegacySqliteSource(db3)
         if self.path.is_file():
             return self._open_file(self.path, backend)
         if is_incomplete_folder(self.path):
             return self._open_file(self._storage_file(), backend)
         try:
-            return _RosbagsSource(self.path)
+            return RosbagsSource(self.path)
         except Exception as exc:  # rosbags raises ReaderError, KeyError, YAML errors ... on odd files
             if backend == "auto" and self._sqlite_file(required=False) is not None:
-                return _LegacySqliteSource(self._sqlite_file())
+                return LegacySqliteSource(self._sqlite_file())
             raise InputError(f"cannot open bag {self.path}: {exc}") from exc
 
     def _open_file(self, storage: Path, backend: str) -> Source:
@@ -216,10 +111,10 @@ class BagReader:
         if storage.suffix == ".db3":
             recover_sqlite_journal(storage)
         try:
-            return _RosbagsSource(storage)
+            return RosbagsSource(storage)
         except Exception as exc:  # see _open
             if backend == "auto" and storage.suffix == ".db3":
-                return _LegacySqliteSource(storage)
+                return LegacySqliteSource(storage)
             if backend == "auto" and storage.suffix == ".mcap":
                 return PartialMcapSource(storage)
             raise InputError(f"cannot open bag {self.path}: {exc}") from exc
@@ -281,8 +176,17 @@ class BagReader:
         if topic not in self._topics:
             return LastWritten(0, None)
         fast = getattr(self._source, "last_written", None)
+        db3 = self._sqlite_file(required=False)
         if fast is not None:
             count, last = fast(topic)
+        elif db3 is not None:  # one query instead of reading every message's data
+            conn = sqlite3.connect(f"file:{db3}?mode=ro", uri=True)
+            try:
+                count, last = conn.execute(
+                    "SELECT COUNT(*), MAX(m.timestamp) FROM messages m JOIN topics t ON m.topic_id = t.id "
+                    "WHERE t.name = ?", (topic,)).fetchone()
+            finally:
+                conn.close()
         else:
             count, last = 0, -1
             for _, _, timestamp, _ in self._source.messages([topic]):

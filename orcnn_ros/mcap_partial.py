@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence, Union
 
 from orcnn_core.errors import InputError
+from orcnn_ros.bag_sources import TopicInfo, normalize_msgtype
 
 MAGIC = b"\x89MCAP0\r\n"
 _SCHEMA, _CHANNEL, _MESSAGE, _CHUNK, _FOOTER, _DATA_END = 0x03, 0x04, 0x05, 0x06, 0x02, 0x0F
@@ -169,14 +170,12 @@ class PartialMcapSource:
         return values
 
     # -- the source interface ------------------------------------------------------------------------
-    def topics(self) -> dict:
-        """TopicInfo per topic (bagio's), counting the messages of the complete records."""
-        from orcnn_ros.bagio import TopicInfo, normalize_msgtype
-
+    def topics(self) -> dict[str, TopicInfo]:
+        """TopicInfo per topic, counting the messages of the complete records."""
         counts: dict[int, int] = {}
         for entry in self._entries:
             counts[entry.channel_id] = counts.get(entry.channel_id, 0) + 1
-        topics: dict = {}
+        topics: dict[str, TopicInfo] = {}
         for channel_id, channel in self._channels.items():
             known = topics.get(channel.topic)
             count = counts.get(channel_id, 0) + (known.count if known else 0)
@@ -186,8 +185,6 @@ class PartialMcapSource:
 
     def messages(self, topics: Sequence[str]) -> Iterator[tuple[str, str, int, bytes]]:
         """``(topic, msgtype, timestamp, data)`` of ``topics`` in receive-time order."""
-        from orcnn_ros.bagio import normalize_msgtype
-
         wanted = {cid: c for cid, c in self._channels.items() if c.topic in set(topics)}
         for entry in self._entries:
             channel = wanted.get(entry.channel_id)

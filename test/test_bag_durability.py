@@ -121,6 +121,7 @@ def test_checkpoint_makes_the_bag_readable_without_close(tmp_path):
             assert reader.topics[TOPIC].count == 5 and reader.time_range() == (100, 104)
         writer.close()
         assert read_all(out)[-1] == (200, "after the checkpoint")
+        assert last_written(out, TOPIC) == LastWritten(6, 200)
         assert INCOMPLETE_KEY not in (out / "metadata.yaml").read_text()  # finalised by rosbags
 
 
