@@ -125,6 +125,47 @@ def test_checkpoint_makes_the_bag_readable_without_close(tmp_path):
         assert INCOMPLETE_KEY not in (out / "metadata.yaml").read_text()  # finalised by rosbags
 
 
+def test_uncommitted_data_never_reaches_the_db3(tmp_path):
+    """Far more than SQLite's page cache written after a checkpoint stays out of the .db3 file."""
+    out = tmp_path / "big"
+    writer = BagWriter(out, "sqlite3", checkpoint_s=3600).__enter__()
+    writer.add_topic(TOPIC, MSGTYPE, typestore=messages.typestore())
+    writer.write(TOPIC, 1, string_msg("committed"))
+    writer.checkpoint()
+    committed = (out / "big.db3").read_bytes()
+    writer._writer.storage.conn.execute("PRAGMA cache_size=10")  # as if memory were short: 10 pages
+    for i in range(2000):
+        writer.write(TOPIC, 10 + i, string_msg("z" * 5000))
+    assert (out / "big.db3").read_bytes() == committed  # (SQLite would spill ~10 MB into it)
+    assert read_all(out) == [(1, "committed")]
+    writer.close()
+    assert len(read_all(out)) == 2001
+
+
+def test_reader_rolls_back_a_transaction_a_kill_left_in_the_db3(tmp_path):
+    """A writer without our settings (cache spilling on) killed mid-transaction: the journal undoes it."""
+    db3 = tmp_path / "killed.db3"
+    script = f"""
+import os, sqlite3
+conn = sqlite3.connect({str(db3)!r})
+conn.executescript(
+    "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT, type TEXT, serialization_format TEXT);"
+    "CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER, timestamp INTEGER, data BLOB);")
+conn.execute("INSERT INTO topics VALUES (1, '/t', 'std_msgs/msg/String', 'cdr')")
+insert = "INSERT INTO messages(topic_id, timestamp, data) VALUES (1, ?, ?)"
+conn.executemany(insert, [(i, b'x') for i in range(10)])
+conn.commit()
+conn.execute("PRAGMA cache_size=10")
+conn.executemany(insert, [(i, b'y' * 5000) for i in range(10, 2000)])
+os.kill(os.getpid(), 9)
+"""
+    subprocess.run([sys.executable, "-c", script], check=False)
+    assert db3.with_name("killed.db3-journal").exists()
+    with BagReader(db3) as reader:
+        assert reader.topics["/t"].count == 10 and reader.time_range() == (0, 9)
+    assert not db3.with_name("killed.db3-journal").exists()
+
+
 def test_without_checkpoints_nothing_is_written_before_close(tmp_path):
     out = tmp_path / "plain"
     with BagWriter(out, "sqlite3", checkpoint_s=None) as writer:
