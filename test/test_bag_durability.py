@@ -155,15 +155,18 @@ conn.execute("INSERT INTO topics VALUES (1, '/t', 'std_msgs/msg/String', 'cdr')"
 insert = "INSERT INTO messages(topic_id, timestamp, data) VALUES (1, ?, ?)"
 conn.executemany(insert, [(i, b'x') for i in range(10)])
 conn.commit()
+print(os.path.getsize({str(db3)!r}), flush=True)
 conn.execute("PRAGMA cache_size=10")
-conn.executemany(insert, [(i, b'y' * 5000) for i in range(10, 2000)])
+for i in range(10, 2000):
+    conn.execute(insert, (i, b'y' * 5000))
 os.kill(os.getpid(), 9)
 """
-    subprocess.run([sys.executable, "-c", script], check=False)
-    assert db3.with_name("killed.db3-journal").exists()
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    committed_size = int(killed.stdout)
+    assert db3.with_name("killed.db3-journal").exists() and db3.stat().st_size > 10 * committed_size
     with BagReader(db3) as reader:
         assert reader.topics["/t"].count == 10 and reader.time_range() == (0, 9)
-    assert not db3.with_name("killed.db3-journal").exists()
+    assert not db3.with_name("killed.db3-journal").exists() and db3.stat().st_size == committed_size
 
 
 def test_without_checkpoints_nothing_is_written_before_close(tmp_path):
