@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from orcnn_core.analysis import FrameAnalysis
+from orcnn_core.data.image_decode import ImageDecodeError, check_image_size, decode_image
 from orcnn_core.errors import InputError
 from orcnn_core.structures import Prediction
 
@@ -23,16 +24,9 @@ ENCODING_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 _TO_RGB = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB, "bgra8": cv2.COLOR_BGRA2RGB,
            "mono8": cv2.COLOR_GRAY2RGB}
 
-JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-PNG_START, PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
-
-
-class ImageInputError(InputError):
-    """A frame that cannot be used; ``cause`` is a short stable key (for counting and log-once)."""
-
-    def __init__(self, cause: str, message: str):
-        super().__init__(message)
-        self.cause = cause
+#: A frame that cannot be used; ``cause`` is a short stable key (for counting and log-once). The same
+#: class as the file decoder's, so ``except ImageInputError`` also catches what ``decode_image`` raises.
+ImageInputError = ImageDecodeError
 
 
 @dataclass(frozen=True)
@@ -78,6 +72,7 @@ def image_msg_to_numpy(msg: Any) -> np.ndarray:
                          f"(supported: {', '.join(ENCODING_CHANNELS)})")
     if height <= 0 or width <= 0:
         raise ImageInputError("zero_size", f"Image is zero-size: height={height}, width={width}")
+    check_image_size(height, width, f"Image ({encoding})")  # the file limits, before any copy
     channels = ENCODING_CHANNELS[encoding]
     row_bytes = width * channels
     if step < row_bytes:
@@ -97,24 +92,16 @@ def image_msg_to_numpy(msg: Any) -> np.ndarray:
 
 
 def compressed_msg_to_numpy(msg: Any) -> np.ndarray:
-    """RGB uint8 HxWx3 array from a ``sensor_msgs/CompressedImage`` (JPEG or PNG)."""
+    """RGB uint8 HxWx3 array from a ``sensor_msgs/CompressedImage``, by the image files' decoder.
+
+    The bytes decide the format (PNG, JPEG; BMP, TIFF, WebP too), not ``format``; refusals are
+    ``ImageInputError`` with ``decode_image``'s causes (``truncated_jpeg``, ``too_large``, ...).
+    """
     data = _data_bytes(msg.data, "CompressedImage.data")
     fmt = getattr(msg, "format", "")
     if data.size == 0:
         raise ImageInputError("zero_size", f"CompressedImage.data is empty (format '{fmt}')")
-    head, tail = data[:8].tobytes(), data[-16:].tobytes()
-    # libjpeg decodes a cut-off JPEG with a grey bottom and only a warning: check the end marker.
-    if head.startswith(JPEG_START) and JPEG_END not in tail:
-        raise ImageInputError("truncated_jpeg",
-                              f"CompressedImage.data is a truncated JPEG ({data.size} bytes, no end marker)")
-    if head.startswith(PNG_START) and PNG_END not in tail:
-        raise ImageInputError("truncated_png",
-                              f"CompressedImage.data is a truncated PNG ({data.size} bytes, no IEND chunk)")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.size == 0:
-        raise ImageInputError("undecodable", f"CompressedImage.data ({data.size} bytes, format '{fmt}') "
-                                             "cannot be decoded: corrupt, truncated or not JPEG/PNG")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decode_image(data, f"CompressedImage.data ({data.size} bytes, format '{fmt}')")
 
 
 def mask_image_fields(mask: np.ndarray) -> dict:

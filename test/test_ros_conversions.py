@@ -23,7 +23,7 @@ from orcnn_ros.conversions import (
 )
 
 RNG = np.random.default_rng(7)
-RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+RGB = RNG.integers(0, 256, (9, 11, 3), dtype=np.uint8)  # just over MIN_IMAGE_SIDE = 8
 
 
 def raw_msg(pixels, encoding, pad=0, data_type="bytes"):
@@ -62,7 +62,8 @@ def test_mono8_and_every_data_container(data_type):
     (SimpleNamespace(height=4, width=4, encoding="16UC1", step=8, data=bytes(32)), "unsupported_encoding",
      "16UC1"),
     (SimpleNamespace(height=0, width=640, encoding="rgb8", step=1920, data=b""), "zero_size", "zero-size"),
-    (SimpleNamespace(height=2, width=4, encoding="rgb8", step=10, data=bytes(20)), "step_too_small", "step"),
+    (SimpleNamespace(height=8, width=10, encoding="rgb8", step=20, data=bytes(160)), "step_too_small",
+     "step"),
     (SimpleNamespace(height=480, width=640, encoding="rgb8", step=1920, data=bytes(30)), "size_mismatch",
      "30 bytes"),
 ])
