@@ -23,6 +23,7 @@ from orcnn_core import masks as mask_ops
 from orcnn_core.data.synth import resolve_visibility
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
+from orcnn_ros.params import FrameSettings
 from orcnn_ros.pipeline import AmodalPipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,16 @@ def timed(fn, repeats: int) -> list[float]:
     return times
 
 
+class FixedPredictor:
+    """Stands in for the model: the same prediction for every frame (the model is timed apart)."""
+
+    def __init__(self, prediction) -> None:
+        self.prediction = prediction
+
+    def predict_batch(self, images, batch_size=4, **limits):
+        return [self.prediction for _ in images]
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -74,7 +85,7 @@ def main() -> None:
     scene = cluttered_scene(args.instances)
     image = np.random.default_rng(1).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     frame = messages.make_image(messages.make_header(1, 2, "camera"), image)
-    pipeline = AmodalPipeline(lambda img: scene, messages.rosbags_factories(), occluder_min_pixels=10)
+    pipeline = AmodalPipeline(FixedPredictor(scene), messages.rosbags_factories(), FrameSettings())
 
     def own_work() -> None:
         result = pipeline.process(frame)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 def _weights(tmp: Path, given: str | None) -> tuple[Path, str]:
     """The weights to time: given, else the bundled demo model, else the small config at random init."""
-    from orcnn_core.engine.demo import BUNDLED_WEIGHTS
+    from orcnn_core.engine.predictor import BUNDLED_WEIGHTS
 
     if given:
         return Path(given), given
@@ -52,8 +52,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from orcnn_core.data.synth import synthesize
-    from orcnn_core.engine.demo import predict_folder
-    from orcnn_ros.bagio import images_to_bag
+    from orcnn_core.engine.predict import predict_folder
+    from orcnn_ros.bag_from_images import images_to_bag
     from orcnn_ros.replay import ReplayOptions, run_replay
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -69,12 +69,13 @@ def main() -> None:
         def run_predict(k: int) -> float:
             started = time.perf_counter()
             predict_folder(data.image_root, tmp / f"pred{k}.json", weights=weights,
-                           batch_size=args.batch_size, device=args.device)
+                           batch_size=args.batch_size, device=args.device, score_threshold=0.5)
             return time.perf_counter() - started
 
         def run_bag(k: int, bag: Path, topic: str) -> tuple[float, object]:
             opts = ReplayOptions(bag=bag, topic=topic, out=tmp / f"out_{bag.name}{k}", weights=weights,
-                                 batch_size=args.batch_size, device=args.device, progress=False)
+                                 batch_size=args.batch_size, device=args.device, progress=False,
+                                 score_threshold=0.5)  # the same threshold on both sides
             started = time.perf_counter()
             summary = run_replay(opts)
             return time.perf_counter() - started, summary

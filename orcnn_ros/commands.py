@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_bag_from_images(args: argparse.Namespace) -> int:
     """Handler of ``orcnn bag-from-images``."""
-    from orcnn_ros.bagio import image_map_path, images_to_bag
+    from orcnn_ros.bag_from_images import image_map_path, images_to_bag
 
     topic = args.topic or ("/image/compressed" if args.compressed else "/image")
     # Decimal keeps nanoseconds exact: a float of today's epoch seconds has ~256 ns resolution.

@@ -13,7 +13,8 @@ from orcnn_core.cli import main as orcnn_main
 from orcnn_core.data.images import read_image_rgb
 from orcnn_core.data.synth import synthesize
 from orcnn_ros import messages
-from orcnn_ros.bagio import BagReader, read_image_map
+from orcnn_ros.bag_from_images import read_image_map
+from orcnn_ros.bagio import BagReader
 from orcnn_ros.conversions import compressed_msg_to_numpy, image_msg_to_numpy
 
 START_NS = 1_700_000_000_250_000_000

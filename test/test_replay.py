@@ -20,7 +20,8 @@ from orcnn_core.errors import InputError
 from orcnn_core.evaluation import AmodalEvaluator
 from orcnn_core.structures import Prediction, prediction_to_results
 from orcnn_ros import messages, replay
-from orcnn_ros.bagio import BagReader, MapEntry, images_to_bag, read_image_map, write_image_map
+from orcnn_ros.bag_from_images import MapEntry, images_to_bag, read_image_map, write_image_map
+from orcnn_ros.bagio import BagReader
 from orcnn_ros.conversions import instance_array_to_prediction
 from orcnn_ros.replay import run as replay_run
 

@@ -8,7 +8,7 @@ from typing import Any, Optional, Sequence
 
 from orcnn_core.data.records import index_by_file_name
 from orcnn_core.errors import InputError
-from orcnn_ros.bagio import image_map_path, read_image_map
+from orcnn_ros.bag_from_images import image_map_path, read_image_map
 
 
 def header_stamp_ns(header: Any) -> int:
