@@ -204,3 +204,26 @@ def test_stats_command_counts(tmp_path, capsys):
     assert re.search(r"^num objs occl\s+0$", capsys.readouterr().out, re.M)
     assert cli.main(["stats", str(tmp_path / "ann.json"), "--format", "cocoa_raw"]) == 2
     assert "needs 'image_id' and 'regions'" in capsys.readouterr().err
+
+
+def test_cocoa_cls_threshold_decides_between_one_half_and_three_quarters(tmp_path):
+    # The paper keeps a COCOA region only when its visible mask has IoU > 0.75 with a COCO mask: a
+    # pair at IoU 0.6 (between the old default 0.5 and the paper's 0.75) is dropped by default.
+    coco_mask = rect(0, 10, 0, 10)  # 100 px
+    region_mask = raster(poly(0, 10, 0, 10)) | rect(0, 10, 10, 16)
+    iou = (region_mask & coco_mask).sum() / (region_mask | coco_mask).sum()
+    assert 0.55 < iou < 0.7, iou
+    cocoa = [{"image_id": 1, "id": 1, "size": 1, "height": H, "width": W,
+              "regions": [region([0, 0, 16, 0, 16, 10, 0, 10], visible=region_mask)]}]
+    coco = {"images": [{"id": 1, "file_name": "1.jpg", "height": H, "width": W}],
+            "annotations": [{"id": 101, "image_id": 1, "category_id": 7, "segmentation": rle(coco_mask),
+                             "iscrowd": 0}],
+            "categories": [{"id": 7, "name": "cat"}]}
+    (tmp_path / "cocoa.json").write_text(json.dumps(cocoa))
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    args = ["convert", "--cocoa-cls", str(tmp_path / "cocoa.json"), "--coco", str(tmp_path / "coco.json")]
+    assert cli.main([*args, "--out", str(tmp_path / "default.json")]) == 0
+    assert load_annotations(tmp_path / "default.json").images == []
+    assert cli.main([*args, "--out", str(tmp_path / "loose.json"), "--iou", "0.5"]) == 0
+    (record,) = load_annotations(tmp_path / "loose.json").images
+    assert [a.extra["coco_annotation_id"] for a in record.annotations] == [101]

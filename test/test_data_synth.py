@@ -114,3 +114,24 @@ def test_synth_cli_prints_table(tmp_path, capsys):
     assert re.search(rf"^num objs\s+{loaded.num_instances}$", out, re.M)
     assert all(1 <= a.category_id <= 4 for r in loaded.images for a in r.annotations)
     assert cli.main(["synth", "--out", str(tmp_path), "--images", "1", "--classes", "99"]) == 2
+
+
+def test_written_invisible_masks_are_amodal_minus_visible_in_the_file(tmp_path):
+    # Read the RLEs straight from the JSON (not through the loader, which checks and could repair).
+    import json
+
+    from pycocotools import mask as pycoco
+
+    synth.synthesize(tmp_path, images=3, seed=2, size=SIZE, occlusion="high")
+    entries = json.loads((tmp_path / "annotations.json").read_text())["annotations"]
+
+    def decode(rle):
+        return pycoco.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+
+    hidden = 0
+    for entry in entries:
+        amodal, visible = decode(entry["segmentation"]), decode(entry["visible_mask"])
+        invisible = decode(entry["invisible_mask"])
+        assert np.array_equal(invisible, amodal & ~visible), entry["id"]
+        hidden += int(invisible.sum())
+    assert hidden > 0  # an all-empty invisible channel would pass the check above trivially

@@ -267,3 +267,46 @@ def test_tight_boxes_agree_with_the_numpy_mask_boxes():
     masks[0, 2:5, 1:6] = True
     masks[1, 8, 0] = True  # masks[2] stays empty
     np.testing.assert_array_equal(tight_boxes(torch.from_numpy(masks)).numpy(), mask_boxes(masks))
+
+
+def test_invisible_training_target_is_amodal_and_not_visible():
+    # L_IV must learn the hidden part: a target of amodal (or visible) would still train "something".
+    from orcnn_core.model.mask_head import stack_mask_targets
+
+    amodal = torch.zeros(1, 6, 6, dtype=torch.uint8)
+    amodal[0, 1:5, 1:5] = 1
+    visible = torch.zeros_like(amodal)
+    visible[0, 1:5, 1:3] = 1
+    expected_invisible = torch.zeros(6, 6)
+    expected_invisible[1:5, 3:5] = 1.0  # written out by hand: the right half of the square
+    stacked = stack_mask_targets({"amodal_masks": amodal, "visible_masks": visible},
+                                 ("amodal", "visible", "invisible"))
+    assert stacked.shape == (1, 3, 6, 6)
+    assert torch.equal(stacked[0, 2], expected_invisible)
+    assert torch.equal(stacked[0, 0], amodal[0].float()) and torch.equal(stacked[0, 1], visible[0].float())
+
+
+def test_the_model_transform_resizes_visible_masks_with_the_image():
+    # Every other model test runs at resize scale 1; at another scale visible masks left unresized
+    # crashed `orcnn` and gave `mrcnn` wrong crops.
+    model = build_model(tiny_config(min_size=32, max_size=48)).train()
+    image, target = scene(0, size=64)  # 64 -> 32: scale 0.5
+    images, targets = model.transform([image], [dict(target)])
+    assert images.tensors.shape[-2:] == (32, 32)
+    for key in ("amodal_masks", "visible_masks"):
+        assert targets[0][key].shape == (2, 32, 32), key
+    # the visible rectangle (object 1) is whole: resized alike, its mask equals the amodal one
+    assert torch.equal(targets[0]["visible_masks"][1], targets[0]["amodal_masks"][1])
+    # the ellipse keeps its hidden part: resized visible is a strict subset of resized amodal
+    visible, amodal = targets[0]["visible_masks"][0].bool(), targets[0]["amodal_masks"][0].bool()
+    assert not (visible & ~amodal).any() and (amodal & ~visible).sum() > 20
+    np.testing.assert_allclose(targets[0]["visible_boxes"].numpy(), target["visible_boxes"].numpy() / 2)
+
+
+@pytest.mark.parametrize("variant", ["orcnn", "mrcnn"])
+def test_training_runs_at_a_resize_scale_other_than_one(variant):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(variant=variant, min_size=32, max_size=48)).train()
+    images, targets = batch()
+    losses = model(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())

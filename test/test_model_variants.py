@@ -158,3 +158,11 @@ def test_merge_detections_scores_masks_and_unmatched_results():
     assert torch.equal(merged["invisible_masks"][matched] >= 0.5, expected_invisible)
     assert expected_invisible.sum() == 2
     torch.testing.assert_close(merged["visible_boxes"][matched], torch.tensor([0.0, 0.0, 4.0, 2.0]))
+
+
+def test_matching_never_pairs_results_of_different_classes():
+    # The class rule alone must decide: identical masks (IoU 1.0) of other classes never match, and a
+    # same-class partner with a lower IoU wins over an other-class one with a higher IoU.
+    assert match_amodal_to_modal(masks_from_cells(ROW0), [2], [0.9], masks_from_cells(ROW0), [1]) == [None]
+    modal = masks_from_cells(ROW0, ROW0[:3])  # IoU 1.0 (label 1) and 0.75 (label 2)
+    assert match_amodal_to_modal(masks_from_cells(ROW0), [2], [0.9], modal, [1, 2]) == [1]

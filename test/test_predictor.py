@@ -243,3 +243,29 @@ def test_two_threads_sharing_a_model_get_their_own_limits(predictor):
     for t in threads:
         t.join(60)
     assert all(counts == expected[t] for t, runs in seen.items() for counts in runs) and all(seen.values())
+
+
+class _InputRecorder(torch.nn.Module):
+    """A 'model' that records the tensors it is given and detects nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def detect(self, images, **limits):
+        self.seen.extend(images)
+        return [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                 "scores": torch.zeros(0)} for _ in images]
+
+
+@pytest.mark.parametrize("color_order, pixel", [("rgb", (255, 0, 0)), ("bgr", (0, 0, 255))])
+def test_colour_order_reaches_the_model_as_rgb(color_order, pixel):
+    # A pure red scene, given as RGB or as BGR: the model must receive red in channel 0 both times
+    # (expected values written out, not computed by another code path of the Predictor).
+    recorder = _InputRecorder()
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:, :] = pixel
+    Predictor(recorder, tiny_config(), device="cpu", color_order=color_order)(image)
+    (tensor,) = recorder.seen
+    assert tensor.shape == (3, 48, 64)
+    assert float(tensor[0].min()) == 1.0 and float(tensor[1:].max()) == 0.0

@@ -545,3 +545,23 @@ def test_replay_launch_file_structure() -> None:
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
     assert {"play", "record", "orcnn.launch.py"} <= strings
     assert replay.INSTANCES_TOPIC.lstrip("/") in " ".join(strings)
+
+
+def test_a_ground_truth_image_shown_by_two_frames_is_evaluated_once(tmp_path: Path, dataset, raw_bag: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    # docs/replay.md: an image repeated in the bag is evaluated once, for its first frame. Here the
+    # map says frames 0 and 1 both show image 0, but frame 1 carries image 1's pixels: evaluating it
+    # as image 0 again would add false positives to image 0 (the predictor is perfect otherwise).
+    entries = read_image_map(raw_bag / "image_map.json")
+    twice = [MapEntry(e.index, e.stamp_ns, entries[0].file_name if e.index == 1 else e.file_name)
+             for e in entries]
+    write_image_map(tmp_path / "map.json", twice)
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: PerfectPredictor(dataset))
+    code, _, _ = run_cli([raw_bag, "--topic", "/image", "--out", tmp_path / "o", "--gt", dataset.path,
+                          "--image-map", tmp_path / "map.json", "--summary-json", tmp_path / "s.json"],
+                         capsys)
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames_processed"] == len(entries)
+    assert [summary["evaluation"]["all"][k] for k in AP_COLUMNS] == [100.0, 100.0, 100.0]

@@ -245,3 +245,19 @@ def test_lr_schedule_warmup_step_and_cosine():
     assert math.isclose(lr_factor(50, max_iter=100, schedule="cosine"), 0.5)
     assert lr_factor(100, max_iter=100, schedule="cosine") < 1e-12
     assert np.all(np.diff([lr_factor(i, max_iter=100, schedule="cosine") for i in range(100)]) <= 0)
+
+
+def test_ranks_draw_different_samples_and_together_cover_each_epoch():
+    # The DDP test checks that ranks stay in sync, not that they see different data: each rank of
+    # an iteration must get its own samples, and all ranks together every sample once per epoch.
+    from orcnn_core.engine.train_data import ResumableSampler
+
+    size, batch, world, iterations = 12, 2, 3, 2  # 2 iterations x 3 ranks x 2 images = one epoch
+    streams = []
+    for rank in range(world):
+        sampler = iter(ResumableSampler(size, batch, seed=5, rank=rank, world_size=world))
+        streams.append([next(sampler) for _ in range(iterations * batch)])
+    for iteration in range(iterations):
+        per_rank = [set(s[iteration * batch:(iteration + 1) * batch]) for s in streams]
+        assert all(len(a & b) == 0 for i, a in enumerate(per_rank) for b in per_rank[i + 1:])
+    assert sorted(index for s in streams for index in s) == list(range(size))
