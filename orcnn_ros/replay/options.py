@@ -85,6 +85,10 @@ class ReplayOptions(GroundTruthOptions):
     storage: str = option("--storage", choices=STORAGES, default="sqlite3", help="output bag storage")
     overwrite: bool = option("--overwrite", action="store_true", default=False,
                              help="replace an existing output bag")
+    resume: bool = option("--resume", action="store_true", default=False,
+                          help="continue an interrupted or killed run: keep what OUT_BAG holds and process "
+                               "the frames after its last result (evaluate the whole bag afterwards with "
+                               "--eval-bag)")
     overlay_topic: str = option("--overlay-topic", default=OVERLAY_TOPIC, help="output topic of the overlays")
 
     def validate(self) -> None:
@@ -101,6 +105,11 @@ class ReplayOptions(GroundTruthOptions):
             raise InputError(f"--gt-key must be one of {', '.join(GT_KEYS)}, got {self.gt_key!r}")
         if self.storage not in STORAGES:
             raise InputError(f"--storage must be one of {', '.join(STORAGES)}, got {self.storage!r}")
+        if self.resume and self.overwrite:
+            raise InputError("--resume keeps the output bag, --overwrite replaces it: give one of them")
+        if self.resume and self.gt is not None:
+            raise InputError("--resume writes the rest of the bag; evaluate the finished bag with "
+                             "--eval-bag OUT_BAG --gt GT.json")
         if self.overlay and self.overlay_topic == self.instances_topic:
             raise InputError("--overlay-topic must differ from --instances-topic")
         outputs = {self.instances_topic} | ({self.overlay_topic} if self.overlay else set())

@@ -27,6 +27,7 @@ class ReplaySummary:
     frames_in_topic: int = 0
     frames_selected: int = 0
     frames_processed: int = 0
+    frames_resumed: int = 0      # frames a resumed run found already processed in the output bag
     skipped_by_cause: CauseCounter = field(default_factory=CauseCounter)
     skipped_frames: list = field(default_factory=list)  # {index, stamp_ns, cause, message}
     latencies_ms: list = field(default_factory=list)
@@ -72,7 +73,8 @@ class ReplaySummary:
         """JSON-ready form (for --summary-json)."""
         return {"bag": self.bag, "topic": self.topic, "out": self.out,
                 "frames_in_topic": self.frames_in_topic, "frames_selected": self.frames_selected,
-                "frames_processed": self.frames_processed, "frames_skipped": self.frames_skipped,
+                "frames_processed": self.frames_processed, "frames_resumed": self.frames_resumed,
+                "frames_skipped": self.frames_skipped,
                 "skipped_by_cause": dict(self.skipped_by_cause), "skipped_frames": self.skipped_frames,
                 "written": dict(self.written), "interrupted": self.interrupted,
                 "wall_seconds": self.wall_seconds, "frames_without_gt": self.frames_without_gt,
@@ -89,7 +91,8 @@ class ReplaySummary:
         written = ", ".join(f"{t} {n}" for t, n in sorted(self.written.items())) or "nothing"
         lines = [f"replay {state}: {self.bag} {self.topic} -> {self.out}",
                  f"  frames: {self.frames_in_topic} in topic, {self.frames_selected} selected, "
-                 f"{self.frames_processed} processed, {self.frames_skipped} skipped"]
+                 f"{self.frames_processed} processed, {self.frames_skipped} skipped"
+                 + (f", {self.frames_resumed} already in the resumed bag" if self.frames_resumed else "")]
         if self.skipped_by_cause:
             causes = ", ".join(f"{cause} {n}" for cause, n in sorted(self.skipped_by_cause.items()))
             lines.append(f"  skipped by cause: {causes}")

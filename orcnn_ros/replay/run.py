@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -186,6 +187,19 @@ def _window(reader: BagReader, opts: ReplayOptions) -> tuple[Optional[int], Opti
     return start, end
 
 
+def _resume_point(opts: ReplayOptions) -> Optional[int]:
+    """Receive time (ns) of the last message a killed run left in ``opts.out``; its inputs up to then
+    are done. Messages are written in receive order, so every earlier input is in the bag too."""
+    if not Path(opts.out).exists():
+        raise InputError(f"--resume: {opts.out} does not exist; nothing to resume (leave out --resume)")
+    if Path(opts.bag).resolve() == Path(opts.out).resolve():
+        raise InputError(f"output bag {opts.out} is the input bag; choose another --out")
+    with BagReader(opts.out) as written:
+        stamps = [written.last_written(t).timestamp for t in written.topics]
+    stamps = [t for t in stamps if t is not None]
+    return max(stamps) if stamps else None
+
+
 def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
     """Replay ``opts.bag`` through ``predictor`` (default: loaded from ``opts.weights``) into ``opts.out``.
 
@@ -208,11 +222,13 @@ def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
         if predictor is None:
             predictor = load_predictor(opts.weights, device=opts.device, score_threshold=opts.score_threshold)
         start_ns, end_ns = _window(reader, opts)
-        prepare_output(opts.out, opts.overwrite, inputs=[opts.bag])
+        done_until = _resume_point(opts) if opts.resume else None
+        if done_until is None:
+            prepare_output(opts.out, opts.overwrite, inputs=[opts.bag])
         summary = ReplaySummary(bag=str(opts.bag), topic=opts.topic, out=str(opts.out),
                                 frames_in_topic=info.count)
         started = time.perf_counter()
-        with BagWriter(opts.out, opts.storage) as writer:
+        with BagWriter(opts.out, opts.storage, resume=opts.resume) as writer:
             store = messages.typestore()
             writer.add_topic(opts.instances_topic, messages.INSTANCE_ARRAY_TYPE, typestore=store)
             if opts.overlay:
@@ -227,6 +243,9 @@ def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
                     if (start_ns is not None and msg.timestamp < start_ns) or \
                             (end_ns is not None and msg.timestamp > end_ns):
                         continue
+                    if done_until is not None and msg.timestamp <= done_until:
+                        summary.frames_resumed += msg.topic == opts.topic
+                        continue  # already in the resumed output bag
                     run.feed(msg)
                     if msg.topic == opts.topic:
                         bar.update(1)
