@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from orcnn_core.data.image_decode import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from orcnn_core.errors import ConfigError, InputError, WeightsError
 from orcnn_core.model.builder import build_model, load_weights
 from orcnn_core.model.config import ModelConfig, load_model_config
@@ -22,9 +23,8 @@ logger = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 BUNDLED_WEIGHTS = WEIGHTS_DIR / "demo_small.safetensors"
 
-# Largest accepted image side in pixels: larger inputs are almost always a decoding mistake, and the
-# pasted (N, H, W) probability masks of such an image would not fit in memory.
-MAX_IMAGE_SIDE = 8192
+# The image size limits are those of the one image decoder (files and ROS frames): larger inputs are
+# almost always a mistake, and the (N, H, W) masks of such an image would not fit in memory.
 # The coarsest FPN level has stride 32: an image the model sees narrower than this has no cell there.
 MIN_MODEL_SIDE = 32
 COLOR_ORDERS = ("rgb", "bgr")
@@ -80,9 +80,9 @@ def check_image(image: np.ndarray, index: int = 0, config: Optional[ModelConfig]
         raise InputError(f"{where}: shape must be HxWx3 (or HxW, HxWx4), got {image.shape}")
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise InputError(f"{where}: image is empty, shape {image.shape}")
-    if max(image.shape[:2]) > MAX_IMAGE_SIDE:
-        raise InputError(f"{where}: size {image.shape[1]}x{image.shape[0]} exceeds the maximum side "
-                         f"of {MAX_IMAGE_SIDE} pixels")
+    if max(image.shape[:2]) > MAX_IMAGE_SIDE or image.shape[0] * image.shape[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"{where}: size {image.shape[1]}x{image.shape[0]} exceeds the maximum of "
+                         f"{MAX_IMAGE_PIXELS} pixels ({MAX_IMAGE_SIDE} per side)")
     if config is not None:
         seen = model_input_size(image.shape[0], image.shape[1], config)
         if min(seen) < MIN_MODEL_SIDE:
