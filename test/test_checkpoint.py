@@ -152,3 +152,15 @@ def test_corrupt_or_missing_state_is_a_clear_error(tmp_path, tiny):
     (tmp_path / "last_checkpoint").write_text("model_0000009\n")
     with pytest.raises(WeightsError, match="model_0000009"):
         Checkpointer(tmp_path).last_checkpoint()
+
+
+def test_a_new_run_removes_what_a_killed_one_left_half_written(tmp_path, tiny):
+    # kill -9 during a save leaves a `.weights-*` folder or a `.NAME.*.tmp` file; nothing else may go.
+    (tmp_path / ".weights-abc123").mkdir()
+    (tmp_path / ".weights-abc123" / "model_0000003.safetensors").write_bytes(b"half")
+    (tmp_path / ".model_0000003.state.json.x1y2.tmp").write_text("{")
+    keep = [tmp_path / "notes.txt", tmp_path / "model_0000003.safetensors", tmp_path / "weights.tmp"]
+    for path in keep:
+        path.write_text("mine")
+    ckpt.Checkpointer(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in keep)
