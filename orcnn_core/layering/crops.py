@@ -1,0 +1,151 @@
+"""Instances as bounding-box crops: the layering never works on full frames after reading them once.
+
+Each instance keeps one uint8 *code* crop over the tight box of all its masks: bit 0 amodal, bit 1
+visible, bit 2 invisible. For two instances whose boxes meet, one ``np.bincount`` of
+``8 * code_i + code_j`` over the shared box gives every joint pixel count the layering needs (an
+8 x 8 histogram), so a pair costs a few array operations whatever it is asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from orcnn_core.masks import binarize
+
+AMODAL, VISIBLE, INVISIBLE = 1, 2, 4
+CODES = np.arange(8)
+
+
+@dataclass
+class InstanceCrops:
+    """N instances of an (H, W) image as crops: ``boxes[k] = (x0, y0, x1, y1)``, far edge exclusive."""
+
+    boxes: np.ndarray     # (N, 4) int64; an instance without any pixel has an empty box at (0, 0)
+    codes: list           # N uint8 crops (y1 - y0, x1 - x0) with bits AMODAL | VISIBLE | INVISIBLE
+    image_size: tuple     # (H, W)
+    probabilities: Optional[list] = None  # N float32 (3, h, w) crops: amodal, visible, invisible
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @classmethod
+    def from_masks(cls, amodal: np.ndarray, visible: np.ndarray, invisible: np.ndarray,
+                   threshold: float = 0.5) -> InstanceCrops:
+        """Crops of (N, H, W) bool or probability stacks (probabilities binarised at ``threshold``;
+        when all three are probabilities, their crops are kept too)."""
+        stacks = (amodal, visible, invisible)
+        with_probabilities = all(m.dtype != bool for m in stacks)
+        amodal, visible, invisible = (binarize(m, threshold) for m in stacks)
+        n, height, width = amodal.shape
+        # The only full-frame work: one OR over the rows of each stack gives the columns in use
+        # (as 8-column words when the width allows); rows are then searched in that band only.
+        if width % 8 == 0 and all(m.flags.c_contiguous for m in (amodal, visible, invisible)):
+            words = [np.bitwise_or.reduce(m.view(np.uint64), axis=1) for m in (amodal, visible, invisible)]
+            cols = np.repeat((words[0] | words[1] | words[2]) != 0, 8, axis=1)
+        else:
+            cols = amodal.any(axis=1) | visible.any(axis=1) | invisible.any(axis=1)
+        boxes = np.zeros((n, 4), dtype=np.int64)
+        for k in np.flatnonzero(cols.any(axis=1)):
+            used = np.flatnonzero(cols[k])
+            x0, x1 = int(used[0]), int(used[-1]) + 1
+            rows = (amodal[k, :, x0:x1].any(axis=1) | visible[k, :, x0:x1].any(axis=1)
+                    | invisible[k, :, x0:x1].any(axis=1))
+            used_rows = np.flatnonzero(rows)
+            # Word columns may overshoot by up to 7 pixels: tighten within the band.
+            band = (amodal[k, used_rows[0]:used_rows[-1] + 1, x0:x1]
+                    | visible[k, used_rows[0]:used_rows[-1] + 1, x0:x1]
+                    | invisible[k, used_rows[0]:used_rows[-1] + 1, x0:x1]).any(axis=0)
+            used_cols = np.flatnonzero(band)
+            boxes[k] = (x0 + used_cols[0], used_rows[0], x0 + used_cols[-1] + 1, used_rows[-1] + 1)
+        codes = []
+        for k in range(n):
+            bx0, by0, bx1, by1 = boxes[k]
+            code = amodal[k, by0:by1, bx0:bx1].astype(np.uint8)
+            code |= visible[k, by0:by1, bx0:bx1].view(np.uint8) << 1
+            code |= invisible[k, by0:by1, bx0:bx1].view(np.uint8) << 2
+            codes.append(code)
+        probabilities = None
+        if with_probabilities:
+            probabilities = [np.stack([m[k, y0:y1, x0:x1] for m in stacks]).astype(np.float32)
+                             for k, (x0, y0, x1, y1) in enumerate(boxes)]
+        return cls(boxes=boxes, codes=codes, image_size=(int(height), int(width)),
+                   probabilities=probabilities)
+
+    @classmethod
+    def from_crops(cls, boxes: np.ndarray, amodal: list, visible: list, invisible: list,
+                   image_size: tuple) -> InstanceCrops:
+        """Crops from per-instance bool crops on the given boxes (same shapes per instance)."""
+        codes = [a.astype(np.uint8) | (v.view(np.uint8) << 1) | (h.view(np.uint8) << 2)
+                 for a, v, h in zip(amodal, visible, invisible)]
+        return cls(boxes=np.asarray(boxes, np.int64).reshape(-1, 4), codes=codes,
+                   image_size=tuple(int(s) for s in image_size))
+
+    def select(self, keep: np.ndarray) -> InstanceCrops:
+        """The instances at indices ``keep``, in that order."""
+        keep = np.asarray(keep, dtype=np.int64)
+        probabilities = None if self.probabilities is None else [self.probabilities[k] for k in keep]
+        return InstanceCrops(self.boxes[keep], [self.codes[k] for k in keep], self.image_size, probabilities)
+
+    def mask(self, k: int, bit: int) -> np.ndarray:
+        """Bool crop of instance ``k`` for one bit (AMODAL, VISIBLE, INVISIBLE)."""
+        return (self.codes[k] & bit) > 0
+
+    def areas(self, bit: int) -> np.ndarray:
+        """(N,) pixel count of one bit per instance."""
+        return np.array([np.count_nonzero(c & bit) for c in self.codes], dtype=np.int64)
+
+    def meeting_pairs(self) -> np.ndarray:
+        """(M, 2) index pairs ``i < j`` whose boxes share at least one pixel."""
+        b = self.boxes
+        meets = ((b[:, None, 0] < b[None, :, 2]) & (b[None, :, 0] < b[:, None, 2])
+                 & (b[:, None, 1] < b[None, :, 3]) & (b[None, :, 1] < b[:, None, 3]))
+        return np.argwhere(np.triu(meets, k=1))
+
+    def overlap(self, i: int, j: int) -> tuple:
+        """Slices of crop i and crop j over their boxes' intersection (which must be non-empty)."""
+        bi, bj = self.boxes[i], self.boxes[j]
+        x0, y0 = max(bi[0], bj[0]), max(bi[1], bj[1])
+        x1, y1 = min(bi[2], bj[2]), min(bi[3], bj[3])
+        return ((slice(y0 - bi[1], y1 - bi[1]), slice(x0 - bi[0], x1 - bi[0])),
+                (slice(y0 - bj[1], y1 - bj[1]), slice(x0 - bj[0], x1 - bj[0])))
+
+    def joint_histograms(self, pairs: np.ndarray) -> np.ndarray:
+        """(M, 8, 8) int64: ``[m, a, b]`` pixels where pair m's first instance has code a and the
+        second code b, over their boxes' intersection (pixels outside it are code 0 for one side)."""
+        out = np.zeros((len(pairs), 64), dtype=np.int64)
+        for m, (i, j) in enumerate(pairs):
+            si, sj = self.overlap(i, j)
+            joint = self.codes[i][si] * np.uint8(8) + self.codes[j][sj]
+            out[m] = np.bincount(joint.ravel(), minlength=64)
+        return out.reshape(-1, 8, 8)
+
+    def to_full(self, bit: int) -> np.ndarray:
+        """(N, H, W) bool full-frame masks of one bit."""
+        height, width = self.image_size
+        out = np.zeros((len(self), height, width), dtype=bool)
+        for k, (x0, y0, x1, y1) in enumerate(self.boxes):
+            out[k, y0:y1, x0:x1] = (self.codes[k] & bit) > 0
+        return out
+
+    def tight_boxes(self, bit: int) -> np.ndarray:
+        """(N, 4) float32 tight boxes of one bit in image coordinates (zeros when empty)."""
+        out = np.zeros((len(self), 4), dtype=np.float32)
+        for k, code in enumerate(self.codes):
+            m = (code & bit) > 0
+            rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+            if rows.size:
+                x0, y0 = self.boxes[k, 0], self.boxes[k, 1]
+                out[k] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
+        return out
+
+
+def count_pairs(histograms: np.ndarray, first: int, second: int, *, first_any: bool = False,
+                second_any: bool = False) -> np.ndarray:
+    """(M,) pixels where the first instance has bit ``first`` and the second bit ``second``;
+    ``*_any`` means any of that instance's bits (its support) instead of one bit."""
+    a = (CODES > 0) if first_any else (CODES & first) > 0
+    b = (CODES > 0) if second_any else (CODES & second) > 0
+    return np.einsum("mab,a,b->m", histograms, a.astype(np.int64), b.astype(np.int64))
