@@ -8,7 +8,7 @@ visible, bit 2 invisible. For two instances whose boxes meet, one ``np.bincount`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -27,6 +27,7 @@ class InstanceCrops:
     codes: list           # N uint8 crops (y1 - y0, x1 - x0) with bits AMODAL | VISIBLE | INVISIBLE
     image_size: tuple     # (H, W)
     probabilities: Optional[list] = None  # N float32 (3, h, w) crops: amodal, visible, invisible
+    _overlaps: Optional[dict] = field(default=None, repr=False)  # (i, j) -> slices, filled on use
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -38,41 +39,30 @@ class InstanceCrops:
         when all three are probabilities, their crops are kept too)."""
         stacks = (amodal, visible, invisible)
         with_probabilities = all(m.dtype != bool for m in stacks)
-        amodal, visible, invisible = (binarize(m, threshold) for m in stacks)
         n, height, width = amodal.shape
-        # The only full-frame work: one OR over the rows of each stack gives the columns in use
-        # (as 8-column words when the width allows); rows are then searched in that band only.
-        if width % 8 == 0 and all(m.flags.c_contiguous for m in (amodal, visible, invisible)):
-            words = [np.bitwise_or.reduce(m.view(np.uint64), axis=1) for m in (amodal, visible, invisible)]
-            cols = np.repeat((words[0] | words[1] | words[2]) != 0, 8, axis=1)
-        else:
-            cols = amodal.any(axis=1) | visible.any(axis=1) | invisible.any(axis=1)
+        regions = _nonzero_boxes(stacks)
         boxes = np.zeros((n, 4), dtype=np.int64)
-        for k in np.flatnonzero(cols.any(axis=1)):
-            used = np.flatnonzero(cols[k])
-            x0, x1 = int(used[0]), int(used[-1]) + 1
-            rows = (amodal[k, :, x0:x1].any(axis=1) | visible[k, :, x0:x1].any(axis=1)
-                    | invisible[k, :, x0:x1].any(axis=1))
-            used_rows = np.flatnonzero(rows)
-            # Word columns may overshoot by up to 7 pixels: tighten within the band.
-            band = (amodal[k, used_rows[0]:used_rows[-1] + 1, x0:x1]
-                    | visible[k, used_rows[0]:used_rows[-1] + 1, x0:x1]
-                    | invisible[k, used_rows[0]:used_rows[-1] + 1, x0:x1]).any(axis=0)
-            used_cols = np.flatnonzero(band)
-            boxes[k] = (x0 + used_cols[0], used_rows[0], x0 + used_cols[-1] + 1, used_rows[-1] + 1)
-        codes = []
+        codes, probabilities = [], []
         for k in range(n):
-            bx0, by0, bx1, by1 = boxes[k]
-            code = amodal[k, by0:by1, bx0:bx1].astype(np.uint8)
-            code |= visible[k, by0:by1, bx0:bx1].view(np.uint8) << 1
-            code |= invisible[k, by0:by1, bx0:bx1].view(np.uint8) << 2
+            x0, y0, x1, y1 = regions[k]
+            crops = [binarize(m[k, y0:y1, x0:x1], threshold) for m in stacks]
+            union = crops[0] | crops[1] | crops[2]
+            rows, cols = np.flatnonzero(union.any(axis=1)), np.flatnonzero(union.any(axis=0))
+            if rows.size == 0:
+                codes.append(np.zeros((0, 0), np.uint8))
+                probabilities.append(np.zeros((3, 0, 0), np.float32))
+                continue
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            boxes[k] = (x0 + c0, y0 + r0, x0 + c1, y0 + r1)
+            code = crops[0][r0:r1, c0:c1].astype(np.uint8)
+            code |= crops[1][r0:r1, c0:c1].view(np.uint8) << 1
+            code |= crops[2][r0:r1, c0:c1].view(np.uint8) << 2
             codes.append(code)
-        probabilities = None
-        if with_probabilities:
-            probabilities = [np.stack([m[k, y0:y1, x0:x1] for m in stacks]).astype(np.float32)
-                             for k, (x0, y0, x1, y1) in enumerate(boxes)]
+            if with_probabilities:
+                probabilities.append(np.stack([m[k, y0 + r0:y0 + r1, x0 + c0:x0 + c1] for m in stacks])
+                                     .astype(np.float32, copy=False))
         return cls(boxes=boxes, codes=codes, image_size=(int(height), int(width)),
-                   probabilities=probabilities)
+                   probabilities=probabilities if with_probabilities else None)
 
     @classmethod
     def from_crops(cls, boxes: np.ndarray, amodal: list, visible: list, invisible: list,
@@ -87,7 +77,13 @@ class InstanceCrops:
         """The instances at indices ``keep``, in that order."""
         keep = np.asarray(keep, dtype=np.int64)
         probabilities = None if self.probabilities is None else [self.probabilities[k] for k in keep]
-        return InstanceCrops(self.boxes[keep], [self.codes[k] for k in keep], self.image_size, probabilities)
+        overlaps = None
+        if self._overlaps is not None:  # reuse the slices already computed, renumbered
+            position = {int(k): n for n, k in enumerate(keep)}
+            overlaps = {(position[i], position[j]): v for (i, j), v in self._overlaps.items()
+                        if i in position and j in position}
+        return InstanceCrops(self.boxes[keep], [self.codes[k] for k in keep], self.image_size, probabilities,
+                             overlaps)
 
     def mask(self, k: int, bit: int) -> np.ndarray:
         """Bool crop of instance ``k`` for one bit (AMODAL, VISIBLE, INVISIBLE)."""
@@ -106,20 +102,38 @@ class InstanceCrops:
 
     def overlap(self, i: int, j: int) -> tuple:
         """Slices of crop i and crop j over their boxes' intersection (which must be non-empty)."""
-        bi, bj = self.boxes[i], self.boxes[j]
-        x0, y0 = max(bi[0], bj[0]), max(bi[1], bj[1])
-        x1, y1 = min(bi[2], bj[2]), min(bi[3], bj[3])
-        return ((slice(y0 - bi[1], y1 - bi[1]), slice(x0 - bi[0], x1 - bi[0])),
-                (slice(y0 - bj[1], y1 - bj[1]), slice(x0 - bj[0], x1 - bj[0])))
+        cache = self._overlaps
+        if cache is None:
+            cache = self._overlaps = self._all_overlaps()
+        found = cache.get((i, j))
+        if found is None:
+            si, sj = cache[j, i]
+            return sj, si
+        return found
+
+    def _all_overlaps(self) -> dict:
+        """Slices of every meeting pair (i < j), computed in one vectorised pass."""
+        pairs = self.meeting_pairs()
+        if not len(pairs):
+            return {}
+        bi, bj = self.boxes[pairs[:, 0]], self.boxes[pairs[:, 1]]
+        x0, y0 = np.maximum(bi[:, 0], bj[:, 0]), np.maximum(bi[:, 1], bj[:, 1])
+        x1, y1 = np.minimum(bi[:, 2], bj[:, 2]), np.minimum(bi[:, 3], bj[:, 3])
+        rows = np.stack([y0 - bi[:, 1], y1 - bi[:, 1], x0 - bi[:, 0], x1 - bi[:, 0],
+                         y0 - bj[:, 1], y1 - bj[:, 1], x0 - bj[:, 0], x1 - bj[:, 0]], axis=1).tolist()
+        return {(i, j): ((slice(a, b), slice(c, d)), (slice(e, f), slice(g, h)))
+                for (i, j), (a, b, c, d, e, f, g, h) in zip(pairs.tolist(), rows)}
 
     def joint_histograms(self, pairs: np.ndarray) -> np.ndarray:
         """(M, 8, 8) int64: ``[m, a, b]`` pixels where pair m's first instance has code a and the
         second code b, over their boxes' intersection (pixels outside it are code 0 for one side)."""
         out = np.zeros((len(pairs), 64), dtype=np.int64)
-        for m, (i, j) in enumerate(pairs):
+        eight = np.uint8(8)
+        for m, (i, j) in enumerate(pairs.tolist()):
             si, sj = self.overlap(i, j)
-            joint = self.codes[i][si] * np.uint8(8) + self.codes[j][sj]
-            out[m] = np.bincount(joint.ravel(), minlength=64)
+            joint = self.codes[i][si] * eight
+            joint += self.codes[j][sj]
+            out[m] = _histogram64(joint)
         return out.reshape(-1, 8, 8)
 
     def to_full(self, bit: int) -> np.ndarray:
@@ -140,6 +154,55 @@ class InstanceCrops:
                 x0, y0 = self.boxes[k, 0], self.boxes[k, 1]
                 out[k] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
         return out
+
+
+def _histogram64(values: np.ndarray) -> np.ndarray:
+    """Counts of the values 0..63 of a uint8 array. Two pixels are counted as one uint16 (bincount
+    casts its input to 64-bit integers, so half as many elements halve its cost), then folded."""
+    flat = values.ravel()
+    if flat.size < 64:
+        return np.bincount(flat, minlength=64)
+    odd = flat.size % 2
+    pairs = np.bincount(flat[odd:].view(np.uint16), minlength=64 * 256).reshape(-1, 256)[:64, :64]
+    counts = pairs.sum(axis=0) + pairs.sum(axis=1)  # low byte (first pixel) + high byte (second)
+    if odd:
+        counts[flat[0]] += 1
+    return counts
+
+
+def _nonzero_boxes(stacks: tuple) -> np.ndarray:
+    """(N, 4) boxes holding every non-zero value of instance k in any of the (N, H, W) stacks.
+
+    The only full-frame work of the layering, one read of each stack: bool stacks by ``any`` over
+    rows and over columns; other dtypes by OR-ing their rows as 64-bit words (the columns in use),
+    then searching rows only in that band.
+    """
+    n, height, width = stacks[0].shape
+    if all(m.dtype == bool for m in stacks):
+        rows = stacks[0].any(axis=2) | stacks[1].any(axis=2) | stacks[2].any(axis=2)
+        cols = stacks[0].any(axis=1) | stacks[1].any(axis=1) | stacks[2].any(axis=1)
+        boxes = np.zeros((n, 4), dtype=np.int64)
+        for k in np.flatnonzero(rows.any(axis=1)):
+            used_rows, used_cols = np.flatnonzero(rows[k]), np.flatnonzero(cols[k])
+            boxes[k] = (used_cols[0], used_rows[0], used_cols[-1] + 1, used_rows[-1] + 1)
+        return boxes
+    cols = np.zeros((n, width), dtype=bool)
+    for m in stacks:
+        if m.flags.c_contiguous and (width * m.itemsize) % 8 == 0 and m.itemsize <= 8 and n:
+            words = np.bitwise_or.reduce(m.reshape(n, height, -1).view(np.uint64), axis=1)
+            cols |= np.repeat(words != 0, 8 // m.itemsize, axis=1)
+        else:
+            cols |= (m != 0).any(axis=1)
+    boxes = np.zeros((n, 4), dtype=np.int64)
+    for k in np.flatnonzero(cols.any(axis=1)):
+        used = np.flatnonzero(cols[k])
+        x0, x1 = int(used[0]), int(used[-1]) + 1
+        rows = np.zeros(height, dtype=bool)
+        for m in stacks:
+            rows |= (m[k, :, x0:x1] != 0).any(axis=1)
+        used_rows = np.flatnonzero(rows)
+        boxes[k] = (x0, used_rows[0], x1, used_rows[-1] + 1)
+    return boxes
 
 
 def count_pairs(histograms: np.ndarray, first: int, second: int, *, first_any: bool = False,

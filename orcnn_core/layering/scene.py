@@ -46,6 +46,7 @@ from orcnn_core.structures import Prediction
 CUT_CHOICES = ("amodal", "visible")
 UNEXPLAINED_CHOICES = ("trim", "flag")
 PICK_CHOICES = ("score", "least_doubt")
+CLAIM_CHOICES = ("none", "unclaimed", "all")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class LayeringConfig:
     difference_weight: float = 1.0
     exact_order_limit: int = 12           # largest strongly connected component solved exactly
     cut_visible_by: str = "amodal"        # what of the instances in front removes visible pixels
-    claim_shared: bool = False            # the front instance's amodal mask is visible over those behind
+    claim_shared: str = "unclaimed"       # where the front instance's amodal mask becomes visible over
+                                          # those behind: "none", "unclaimed" (no visible there), "all"
     unexplained_hidden: str = "trim"      # "trim" or "flag" hidden parts nothing in front explains
     explain_margin: int = 2               # pixels of slack around the instances in front
     pick_priority: str = "least_doubt"    # tie-break among pickable instances: "least_doubt" or "score"
@@ -99,11 +101,11 @@ class LayeringConfig:
             raise ConfigError(f"layering.exact_order_limit: at most 16 (2^N states), "
                               f"got {self.exact_order_limit}")
         for name, choices in (("cut_visible_by", CUT_CHOICES), ("unexplained_hidden", UNEXPLAINED_CHOICES),
-                              ("pick_priority", PICK_CHOICES)):
+                              ("pick_priority", PICK_CHOICES), ("claim_shared", CLAIM_CHOICES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"layering.{name}: must be one of {', '.join(choices)}, "
                                   f"got {getattr(self, name)!r}")
-        for name in ("enabled", "class_agnostic", "claim_shared"):
+        for name in ("enabled", "class_agnostic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"layering.{name}: must be true or false, got {getattr(self, name)!r}")
 
@@ -254,8 +256,13 @@ def _border_components(unexplained: np.ndarray, box: np.ndarray, image_size: tup
     return np.isin(labels, touching[touching > 0])
 
 
-def _layer_masks(crops: InstanceCrops, order: Sequence[int], config: LayeringConfig) -> tuple:
-    """Layered crops front to back, and the unexplained hidden pixels of each instance."""
+def _layer_masks(crops: InstanceCrops, order: Sequence[int], touching: np.ndarray,
+                 config: LayeringConfig) -> tuple:
+    """Layered crops front to back, and the unexplained hidden pixels of each instance.
+
+    ``touching``: (M, 2) the pairs whose supports share at least one pixel (no other pair can
+    change the other's masks).
+    """
     k = len(crops)
     rank = np.empty(k, dtype=np.int64)
     rank[list(order)] = np.arange(k)
@@ -264,7 +271,7 @@ def _layer_masks(crops: InstanceCrops, order: Sequence[int], config: LayeringCon
     unexplained_count = np.zeros(k, dtype=np.int64)
     kernel = np.ones((2 * config.explain_margin + 1,) * 2, np.uint8) if config.explain_margin else None
     neighbours: list = [[] for _ in range(k)]
-    for i, j in crops.meeting_pairs():
+    for i, j in touching.tolist():
         neighbours[i].append(j)
         neighbours[j].append(i)
     for i in order:
@@ -272,18 +279,24 @@ def _layer_masks(crops: InstanceCrops, order: Sequence[int], config: LayeringCon
         visible = (code & VISIBLE) > 0
         in_front = np.zeros(code.shape, dtype=bool)   # layered amodal of the instances in front
         cut = in_front if config.cut_visible_by == "amodal" else np.zeros(code.shape, dtype=bool)
-        behind = np.zeros(code.shape, dtype=bool) if config.claim_shared else None
+        claim = config.claim_shared != "none"
+        behind = np.zeros(code.shape, dtype=bool) if claim else None
+        seen_behind = np.zeros(code.shape, dtype=bool) if config.claim_shared == "unclaimed" else None
         for j in neighbours[i]:
             si, sj = crops.overlap(i, j)
             if rank[j] < rank[i]:
                 in_front[si] |= (layered[j][sj] & AMODAL) > 0
                 if cut is not in_front:
                     cut[si] |= (layered[j][sj] & VISIBLE) > 0
-            elif behind is not None:
+            elif claim:
                 behind[si] |= supports[j][sj]
-        if behind is not None:
-            # In front of another instance, this one's amodal mask is what is seen there.
-            visible |= behind & ((code & AMODAL) > 0)
+                if seen_behind is not None:
+                    seen_behind[si] |= (crops.codes[j][sj] & VISIBLE) > 0
+        if claim:
+            # In front of another instance, this one's amodal mask is what is seen there ("all"),
+            # or only where no instance behind claims to be seen ("unclaimed").
+            claimed = behind & ((code & AMODAL) > 0)
+            visible |= claimed if seen_behind is None else claimed & ~seen_behind
         visible &= ~cut
         hidden = supports[i] & ~visible
         if hidden.any():
@@ -296,7 +309,7 @@ def _layer_masks(crops: InstanceCrops, order: Sequence[int], config: LayeringCon
                     hidden &= ~unexplained
         layered[i] = (visible.view(np.uint8) << 1) | (hidden.view(np.uint8) << 2)
         layered[i] |= (layered[i] > 0).view(np.uint8)
-    return InstanceCrops(crops.boxes.copy(), layered, crops.image_size), unexplained_count
+    return InstanceCrops(crops.boxes, layered, crops.image_size, _overlaps=crops._overlaps), unexplained_count
 
 
 def _boxes_meet(a: np.ndarray, b: np.ndarray) -> bool:
@@ -349,14 +362,15 @@ def layer_instances(amodal: np.ndarray, visible: np.ndarray, scores: Sequence[fl
     both_kept = (position[pairs[:, 0]] >= 0) & (position[pairs[:, 1]] >= 0)
     kept_crops = crops.select(keep)
     context = PairContext.from_histograms(position[pairs[both_kept]].reshape(-1, 2),
-                                          histograms[both_kept], kept_crops, scores[keep])
+                                          histograms[both_kept], kept_crops, scores[keep],
+                                          config.min_shared_pixels)
     weights, confidence, shared = _decide(context, config, pair_evidence)
     order, _, overruled = front_to_back(weights, scores[keep], config.exact_order_limit)
     rank = np.empty(keep.size, dtype=np.int64)
     rank[order] = np.arange(keep.size)
     decided = (weights > 0) | (weights.T > 0)
     front_of = decided & (rank[:, None] < rank[None, :])
-    layered, unexplained = _layer_masks(kept_crops, order, config)
+    layered, unexplained = _layer_masks(kept_crops, order, context.pairs[context.shared > 0], config)
     return SceneLayering(keep=keep, duplicate_of=duplicate_of, order=np.asarray(order, np.int64),
                          layer=depth_layers(front_of, order), front_of=front_of,
                          confidence=confidence, shared=shared,
@@ -397,12 +411,9 @@ def layered_occlusion_graph(layering: SceneLayering, scores: Sequence[float]) ->
                                        min_invisible_fraction=config.min_invisible_fraction)
     crops = layering.crops
     amodal_area, visible_area, hidden_area = crops.areas(AMODAL), crops.areas(VISIBLE), crops.areas(INVISIBLE)
-    rank = np.empty(k, dtype=np.int64)
-    rank[layering.order] = np.arange(k)
     counts = np.zeros((k, k), dtype=np.int64)   # [i, j] = |visible_j AND invisible_i|
-    pairs = crops.meeting_pairs()
-    for i, j in pairs:
-        front, back = (i, j) if rank[i] < rank[j] else (j, i)
+    # Only decided pairs can hold a published edge; the front one of each is known.
+    for front, back in np.argwhere(layering.front_of).tolist():
         if hidden_area[back] == 0:
             continue
         sf, sb = crops.overlap(front, back)
@@ -445,9 +456,11 @@ def layer_prediction(prediction: Prediction, config: LayeringConfig = LayeringCo
                                pair_evidence=pair_evidence, config=config)
     if n == 0:
         return Prediction.empty(height, width), layering
-    kept = prediction.select(layering.keep)
-    kept.amodal_masks = layering.amodal_masks
-    kept.visible_masks = layering.visible_masks
-    kept.invisible_masks = layering.invisible_masks
-    kept.visible_boxes = layering.crops.tight_boxes(VISIBLE)
+    keep = layering.keep
+    # Built field by field: ``Prediction.select`` would first copy the (N, H, W) input masks.
+    kept = Prediction(prediction.amodal_boxes[keep], layering.crops.tight_boxes(VISIBLE),
+                      prediction.labels[keep], prediction.category_ids[keep],
+                      [prediction.class_names[k] for k in keep], prediction.scores[keep],
+                      layering.amodal_masks, layering.visible_masks, layering.invisible_masks,
+                      (height, width))
     return kept, layering
