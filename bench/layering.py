@@ -74,8 +74,8 @@ def main() -> int:
             ratio = layer_ms / model_ms
             _, layering = layer_prediction(prediction, config)
             pairs = int((layering.shared > 0).sum() // 2)
-            print(f"{len(prediction):>3} {kind:<6} {model_ms:>9.1f} {layer_ms:>12.2f} {ratio:>7.3f} {pairs:>6} "
-                  f"{len(layering):>5}")
+            print(f"{len(prediction):>3} {kind:<6} {model_ms:>9.1f} {layer_ms:>12.2f} {ratio:>7.3f} "
+                  f"{pairs:>6} {len(layering):>5}")
             if not probabilities:
                 worst = max(worst, ratio)
     print("target: layering + graph <= 0.05 x model inference")

@@ -23,12 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from prediction_cache import cached_predictions  # noqa: E402
+
 from orcnn_core.evaluation.amodal_eval import AmodalEvaluator  # noqa: E402
 from orcnn_core.evaluation.order_eval import OrderEvaluator  # noqa: E402
 from orcnn_core.layering import LayeringConfig, layer_prediction  # noqa: E402
 from orcnn_core.occlusion import compute_occlusion_graph  # noqa: E402
 from orcnn_core.structures import prediction_to_results  # noqa: E402
-from prediction_cache import cached_predictions  # noqa: E402
 
 DEFAULT_WEIGHTS = REPO / "orcnn_core" / "weights" / "demo_small.safetensors"
 ROWS = (("AP_AV", lambda s: s["all"]["AP_AV"]), ("AP_A", lambda s: s["all"]["AP_A"]),
@@ -85,11 +86,10 @@ def format_rows(columns: dict) -> str:
     width = max(len(label) for label, _ in ROWS)
     lines = [" " * width + " | " + " | ".join(f"{n:>12}" for n in names)]
     for label, get in ROWS:
-        cells = []
-        for name in names:
-            value = get(columns[name])
-            cells.append(f"{'-' if value is None else (f'{value:.3f}' if abs(value) <= 1 and 'edge' in label else f'{value:.1f}'):>12}")
-        lines.append(f"{label:<{width}} | " + " | ".join(cells))
+        values = [get(columns[name]) for name in names]
+        digits = 3 if label.startswith("edge") else 1
+        cells = ["-" if v is None else f"{v:.{digits}f}" for v in values]
+        lines.append(f"{label:<{width}} | " + " | ".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
 
 
