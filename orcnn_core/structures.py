@@ -154,7 +154,14 @@ def prediction_to_results(prediction: Prediction, image_id: int, file_name: str 
     n = len(prediction)
     if occlusion is not None and len(occlusion.occluder_ids) != n:
         raise InputError(f"occlusion graph has {len(occlusion.occluder_ids)} instances, prediction has {n}")
-    pick_rank = {} if occlusion is None else {int(k): rank for rank, k in enumerate(occlusion.pick_order)}
+    pick_rank, layer = {}, None
+    if occlusion is not None:
+        pick_rank = {int(k): rank for rank, k in enumerate(occlusion.pick_order)}
+        layer = occlusion.layer
+        if len(layer) != n:  # a graph built by hand without layers
+            from orcnn_core.occlusion import layers_from_order  # occlusion imports this module
+
+            layer = layers_from_order(occlusion.occluded_by(), occlusion.pick_order)
     results = []
     for i in range(n):
         entry = {
@@ -171,7 +178,7 @@ def prediction_to_results(prediction: Prediction, image_id: int, file_name: str 
         if occlusion is not None:
             entry["instance_index"] = i
             entry["occluder_indices"] = [int(j) for j in occlusion.occluder_ids[i]]
-            entry["layer"] = int(occlusion.layer[i])
+            entry["layer"] = int(layer[i])
             entry["pick_rank"] = pick_rank[i]
         results.append(entry)
     return results

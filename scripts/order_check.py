@@ -100,6 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     parser.add_argument("--score-threshold", type=float, default=0.5)
     parser.add_argument("--cache", default=None, help="folder for cached predictions")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="layer the probability masks (default: bool masks, what the node publishes)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="LayeringConfig field for the layered column (repeatable)")
     parser.add_argument("--json", default=None, help="write every summary here")
@@ -109,7 +111,7 @@ def main(argv=None) -> int:
     for data in args.data:
         start = time.perf_counter()
         records, categories, predictions = cached_predictions(data, args.weights, args.score_threshold,
-                                                              args.cache)
+                                                              args.cache, as_bool=not args.probabilities)
         loaded = time.perf_counter() - start
         columns = {}
         for name, variant in (("raw", replace(config, enabled=False)), ("layered", config)):

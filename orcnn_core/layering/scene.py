@@ -72,6 +72,7 @@ class LayeringConfig:
     min_edge_confidence: float = 0.0      # published occluder edges need at least this confidence
     unexplained_doubt: float = 1.0        # doubt per unexplained hidden pixel (pick order)
     mask_threshold: float = 0.5           # binarises probability masks
+    front_min_score: float = 0.0          # detections below this never go in front of those above
     min_overlap: float = DEFAULT_MIN_OVERLAP                          # occlusion-graph rule
     min_pixels: int = DEFAULT_MIN_PIXELS
     min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION
@@ -81,7 +82,8 @@ class LayeringConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first value out of range."""
-        for name in ("duplicate_visible_iou", "mask_threshold", "min_overlap", "min_invisible_fraction"):
+        for name in ("duplicate_visible_iou", "mask_threshold", "min_overlap", "min_invisible_fraction",
+                     "front_min_score"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"layering.{name}: must be a number in [0, 1], got {value!r}")
@@ -228,9 +230,17 @@ def _decide(context: PairContext, config: LayeringConfig, pair_evidence: Sequenc
     # No evidence either way: the higher-scored instance is taken to be in front (then lower index).
     tie_front = (context.scores[i] > context.scores[j]) | ((context.scores[i] == context.scores[j]) & (i < j))
     first_in_front = np.where(total != 0, total > 0, tie_front)
+    strength = np.maximum(np.abs(total), 1e-6)
+    # A detection below ``front_min_score`` never goes in front of one at or above it (low scores
+    # are mostly partial or false detections, which must not cut a confident one's visible mask);
+    # such a decision outweighs any evidence, so breaking cycles never reverses it.
+    low_i, low_j = context.scores[i] < config.front_min_score, context.scores[j] < config.front_min_score
+    forced = low_i != low_j
+    first_in_front = np.where(forced, low_j, first_in_front)
+    strength = np.where(forced, strength + 1000.0, strength)
     front, back = np.where(first_in_front, i, j), np.where(first_in_front, j, i)
     pixels = context.shared[decided]
-    weights[front, back] = np.maximum(np.abs(total), 1e-6) * pixels
+    weights[front, back] = strength * pixels
     confidence[i, j] = confidence[j, i] = np.abs(total)
     shared[i, j] = shared[j, i] = pixels
     return weights, confidence, shared
