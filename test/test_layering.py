@@ -327,3 +327,11 @@ def test_order_score_threshold_default_is_the_nodes():
 
     assert commands.DEFAULT_ORDER_SCORE_THRESHOLD == order_eval.DEFAULT_ORDER_SCORE_THRESHOLD \
         == NodeParams().score_threshold
+
+
+def test_a_low_score_detection_never_goes_in_front_of_a_confident_one():
+    back, front = disc(30, 30, 15), disc(30, 45, 15)
+    a, v, h = stacked([back, front], [back & ~front, front])   # the masks say: 1 in front of 0
+    assert layer_instances(a, v, [0.9, 0.3], [1, 2], invisible=h).order.tolist() == [0, 1]
+    trusting = LayeringConfig(front_min_score=0.0)
+    assert layer_instances(a, v, [0.9, 0.3], [1, 2], invisible=h, config=trusting).order.tolist() == [1, 0]

@@ -133,7 +133,7 @@ class InstanceCrops:
             si, sj = self.overlap(i, j)
             joint = self.codes[i][si] * eight
             joint += self.codes[j][sj]
-            out[m] = _histogram64(joint)
+            out[m] = np.bincount(joint.ravel(), minlength=64)
         return out.reshape(-1, 8, 8)
 
     def to_full(self, bit: int) -> np.ndarray:
@@ -154,20 +154,6 @@ class InstanceCrops:
                 x0, y0 = self.boxes[k, 0], self.boxes[k, 1]
                 out[k] = (x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1)
         return out
-
-
-def _histogram64(values: np.ndarray) -> np.ndarray:
-    """Counts of the values 0..63 of a uint8 array. Two pixels are counted as one uint16 (bincount
-    casts its input to 64-bit integers, so half as many elements halve its cost), then folded."""
-    flat = values.ravel()
-    if flat.size < 64:
-        return np.bincount(flat, minlength=64)
-    odd = flat.size % 2
-    pairs = np.bincount(flat[odd:].view(np.uint16), minlength=64 * 256).reshape(-1, 256)[:64, :64]
-    counts = pairs.sum(axis=0) + pairs.sum(axis=1)  # low byte (first pixel) + high byte (second)
-    if odd:
-        counts[flat[0]] += 1
-    return counts
 
 
 def _nonzero_boxes(stacks: tuple) -> np.ndarray:

@@ -72,7 +72,7 @@ class LayeringConfig:
     min_edge_confidence: float = 0.0      # published occluder edges need at least this confidence
     unexplained_doubt: float = 1.0        # doubt per unexplained hidden pixel (pick order)
     mask_threshold: float = 0.5           # binarises probability masks
-    front_min_score: float = 0.0          # detections below this never go in front of those above
+    front_min_score: float = 0.5          # detections below this never go in front of those above
     min_overlap: float = DEFAULT_MIN_OVERLAP                          # occlusion-graph rule
     min_pixels: int = DEFAULT_MIN_PIXELS
     min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION
@@ -277,31 +277,33 @@ def _layer_masks(crops: InstanceCrops, order: Sequence[int], touching: np.ndarra
     rank = np.empty(k, dtype=np.int64)
     rank[list(order)] = np.arange(k)
     supports = [(code & (AMODAL | VISIBLE)) > 0 for code in crops.codes]
+    raw_visible = [(code & VISIBLE) > 0 for code in crops.codes]
+    layered_amodal, layered_visible = [None] * k, [None] * k
     layered = [None] * k
     unexplained_count = np.zeros(k, dtype=np.int64)
     kernel = np.ones((2 * config.explain_margin + 1,) * 2, np.uint8) if config.explain_margin else None
+    claim = config.claim_shared != "none"
     neighbours: list = [[] for _ in range(k)]
     for i, j in touching.tolist():
         neighbours[i].append(j)
         neighbours[j].append(i)
     for i in order:
         code = crops.codes[i]
-        visible = (code & VISIBLE) > 0
+        visible = raw_visible[i].copy()
         in_front = np.zeros(code.shape, dtype=bool)   # layered amodal of the instances in front
         cut = in_front if config.cut_visible_by == "amodal" else np.zeros(code.shape, dtype=bool)
-        claim = config.claim_shared != "none"
         behind = np.zeros(code.shape, dtype=bool) if claim else None
         seen_behind = np.zeros(code.shape, dtype=bool) if config.claim_shared == "unclaimed" else None
         for j in neighbours[i]:
             si, sj = crops.overlap(i, j)
             if rank[j] < rank[i]:
-                in_front[si] |= (layered[j][sj] & AMODAL) > 0
+                in_front[si] |= layered_amodal[j][sj]
                 if cut is not in_front:
-                    cut[si] |= (layered[j][sj] & VISIBLE) > 0
+                    cut[si] |= layered_visible[j][sj]
             elif claim:
                 behind[si] |= supports[j][sj]
                 if seen_behind is not None:
-                    seen_behind[si] |= (crops.codes[j][sj] & VISIBLE) > 0
+                    seen_behind[si] |= raw_visible[j][sj]
         if claim:
             # In front of another instance, this one's amodal mask is what is seen there ("all"),
             # or only where no instance behind claims to be seen ("unclaimed").
@@ -317,13 +319,10 @@ def _layer_masks(crops: InstanceCrops, order: Sequence[int], touching: np.ndarra
                 unexplained_count[i] = np.count_nonzero(unexplained)
                 if config.unexplained_hidden == "trim":
                     hidden &= ~unexplained
-        layered[i] = (visible.view(np.uint8) << 1) | (hidden.view(np.uint8) << 2)
-        layered[i] |= (layered[i] > 0).view(np.uint8)
+        layered_visible[i], layered_amodal[i] = visible, visible | hidden
+        layered[i] = layered_amodal[i].view(np.uint8) | (visible.view(np.uint8) << 1) \
+            | (hidden.view(np.uint8) << 2)
     return InstanceCrops(crops.boxes, layered, crops.image_size, _overlaps=crops._overlaps), unexplained_count
-
-
-def _boxes_meet(a: np.ndarray, b: np.ndarray) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _empty_layering(n: int, image_size: tuple, config: LayeringConfig) -> SceneLayering:
@@ -422,13 +421,14 @@ def layered_occlusion_graph(layering: SceneLayering, scores: Sequence[float]) ->
     crops = layering.crops
     amodal_area, visible_area, hidden_area = crops.areas(AMODAL), crops.areas(VISIBLE), crops.areas(INVISIBLE)
     counts = np.zeros((k, k), dtype=np.int64)   # [i, j] = |visible_j AND invisible_i|
+    visible = [(code & VISIBLE) > 0 for code in crops.codes]
+    hidden = [(code & INVISIBLE) > 0 for code in crops.codes]
     # Only decided pairs can hold a published edge; the front one of each is known.
     for front, back in np.argwhere(layering.front_of).tolist():
         if hidden_area[back] == 0:
             continue
         sf, sb = crops.overlap(front, back)
-        counts[back, front] = np.count_nonzero((crops.codes[front][sf] & VISIBLE)
-                                               & ((crops.codes[back][sb] & INVISIBLE) >> 1))
+        counts[back, front] = np.count_nonzero(visible[front][sf] & hidden[back][sb])
     fraction = counts / np.maximum(hidden_area, 1)[:, None]
     hidden_enough = hidden_area >= config.min_invisible_fraction * amodal_area
     edges = ((counts > 0) & (counts >= config.min_pixels) & (fraction >= config.min_overlap)
