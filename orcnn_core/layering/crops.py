@@ -64,15 +64,6 @@ class InstanceCrops:
         return cls(boxes=boxes, codes=codes, image_size=(int(height), int(width)),
                    probabilities=probabilities if with_probabilities else None)
 
-    @classmethod
-    def from_crops(cls, boxes: np.ndarray, amodal: list, visible: list, invisible: list,
-                   image_size: tuple) -> InstanceCrops:
-        """Crops from per-instance bool crops on the given boxes (same shapes per instance)."""
-        codes = [a.astype(np.uint8) | (v.view(np.uint8) << 1) | (h.view(np.uint8) << 2)
-                 for a, v, h in zip(amodal, visible, invisible)]
-        return cls(boxes=np.asarray(boxes, np.int64).reshape(-1, 4), codes=codes,
-                   image_size=tuple(int(s) for s in image_size))
-
     def select(self, keep: np.ndarray) -> InstanceCrops:
         """The instances at indices ``keep``, in that order."""
         keep = np.asarray(keep, dtype=np.int64)
@@ -84,10 +75,6 @@ class InstanceCrops:
                         if i in position and j in position}
         return InstanceCrops(self.boxes[keep], [self.codes[k] for k in keep], self.image_size, probabilities,
                              overlaps)
-
-    def mask(self, k: int, bit: int) -> np.ndarray:
-        """Bool crop of instance ``k`` for one bit (AMODAL, VISIBLE, INVISIBLE)."""
-        return (self.codes[k] & bit) > 0
 
     def areas(self, bit: int) -> np.ndarray:
         """(N,) pixel count of one bit per instance."""

@@ -17,7 +17,7 @@ Between the model's outputs and the occlusion graph (docs/layering.md):
    border are trimmed (``unexplained_hidden="trim"``) or kept and only counted (``"flag"``);
    amodal = visible | invisible;
 5. the occlusion graph from the layered masks with the published rule of ``occlusion.py``, edges
-   only from front to back, so it can hold no cycle; ``pick_order`` follows it.
+   only from front to back, so it can hold no cycle; ``pick_order`` follows it (``graph.py``).
 """
 
 from __future__ import annotations
@@ -28,88 +28,14 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from orcnn_core.errors import ConfigError, InputError
+from orcnn_core.errors import InputError
+from orcnn_core.layering.config import LayeringConfig
 from orcnn_core.layering.crops import AMODAL, INVISIBLE, VISIBLE, InstanceCrops, count_pairs
 from orcnn_core.layering.evidence import PairContext, covered_term, difference_term, hidden_term, visible_term
+from orcnn_core.layering.graph import layered_occlusion_graph
 from orcnn_core.layering.order import depth_layers, front_to_back
-from orcnn_core.occlusion import (
-    DEFAULT_MIN_INVISIBLE_FRACTION,
-    DEFAULT_MIN_OVERLAP,
-    DEFAULT_MIN_PIXELS,
-    OcclusionGraph,
-    compute_occlusion_graph,
-    layers_from_order,
-    pick_order,
-)
+from orcnn_core.occlusion import OcclusionGraph
 from orcnn_core.structures import Prediction
-
-CUT_CHOICES = ("amodal", "visible")
-UNEXPLAINED_CHOICES = ("trim", "flag")
-PICK_CHOICES = ("score", "least_doubt")
-CLAIM_CHOICES = ("none", "unclaimed", "all")
-
-
-@dataclass(frozen=True)
-class LayeringConfig:
-    """Every knob of the layering; defaults chosen by measurement (docs/layering.md)."""
-
-    enabled: bool = True
-    class_agnostic: bool = False          # duplicates across classes too
-    duplicate_visible_iou: float = 0.5    # same object seen twice: visible IoU at least this
-    min_shared_pixels: int = 10           # pairs sharing fewer support pixels get no decision
-    visible_weight: float = 1.0           # weights of the built-in evidence terms
-    hidden_weight: float = 1.0
-    covered_weight: float = 0.0
-    difference_weight: float = 1.0
-    exact_order_limit: int = 12           # largest strongly connected component solved exactly
-    cut_visible_by: str = "amodal"        # what of the instances in front removes visible pixels
-    claim_shared: str = "unclaimed"       # where the front instance's amodal mask becomes visible over
-                                          # those behind: "none", "unclaimed" (no visible there), "all"
-    unexplained_hidden: str = "trim"      # "trim" or "flag" hidden parts nothing in front explains
-    explain_margin: int = 2               # pixels of slack around the instances in front
-    pick_priority: str = "least_doubt"    # tie-break among pickable instances: "least_doubt" or "score"
-    sure_confidence: float = 1.0          # decision confidence above which a pair adds no doubt
-    min_edge_confidence: float = 0.0      # published occluder edges need at least this confidence
-    unexplained_doubt: float = 1.0        # doubt per unexplained hidden pixel (pick order)
-    mask_threshold: float = 0.5           # binarises probability masks
-    front_min_score: float = 0.5          # detections below this never go in front of those above
-    min_overlap: float = DEFAULT_MIN_OVERLAP                          # occlusion-graph rule
-    min_pixels: int = DEFAULT_MIN_PIXELS
-    min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first value out of range."""
-        for name in ("duplicate_visible_iou", "mask_threshold", "min_overlap", "min_invisible_fraction",
-                     "front_min_score"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
-                raise ConfigError(f"layering.{name}: must be a number in [0, 1], got {value!r}")
-        for name in ("visible_weight", "hidden_weight", "covered_weight", "difference_weight",
-                     "min_edge_confidence", "unexplained_doubt"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0.0:
-                raise ConfigError(f"layering.{name}: must be a number >= 0, got {value!r}")
-        for name, low in (("min_shared_pixels", 1), ("exact_order_limit", 1), ("explain_margin", 0),
-                          ("min_pixels", 0)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"layering.{name}: must be an integer >= {low}, got {value!r}")
-        if not isinstance(self.sure_confidence, (int, float)) or not self.sure_confidence > 0:
-            raise ConfigError(f"layering.sure_confidence: must be a number > 0, got {self.sure_confidence!r}")
-        if self.exact_order_limit > 16:
-            raise ConfigError(f"layering.exact_order_limit: at most 16 (2^N states), "
-                              f"got {self.exact_order_limit}")
-        for name, choices in (("cut_visible_by", CUT_CHOICES), ("unexplained_hidden", UNEXPLAINED_CHOICES),
-                              ("pick_priority", PICK_CHOICES), ("claim_shared", CLAIM_CHOICES)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"layering.{name}: must be one of {', '.join(choices)}, "
-                                  f"got {getattr(self, name)!r}")
-        for name in ("enabled", "class_agnostic"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"layering.{name}: must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -384,72 +310,6 @@ def layer_instances(amodal: np.ndarray, visible: np.ndarray, scores: Sequence[fl
                          layer=depth_layers(front_of, order), front_of=front_of,
                          confidence=confidence, shared=shared,
                          overruled=overruled, unexplained_hidden=unexplained, crops=layered, config=config)
-
-
-def _pick_priority(layering: SceneLayering, scores: np.ndarray) -> np.ndarray:
-    """Tie-break key of the pick order, higher first (docs/layering.md, "Pick order").
-
-    ``score``: the detection score. ``least_doubt``: fewest shared pixels whose front/behind
-    decision could be wrong: all pixels shared with an instance decided in front of it, and those
-    shared with an instance behind it, discounted as the decision's confidence approaches
-    ``sure_confidence``; an instance overlapping nothing has no doubt. Score breaks ties.
-    """
-    if layering.config.pick_priority == "score":
-        return scores
-    config = layering.config
-    behind = layering.front_of.T              # [i, j]: j is in front of i
-    unsure = np.clip(1.0 - layering.confidence / config.sure_confidence, 0.0, 1.0)
-    doubt = (layering.shared * behind).sum(axis=1) \
-        + (layering.shared * unsure * layering.front_of).sum(axis=1) \
-        + config.unexplained_doubt * layering.unexplained_hidden
-    return -doubt + np.clip(scores, 0.0, 1.0) * 0.5
-
-
-def layered_occlusion_graph(layering: SceneLayering, scores: Sequence[float]) -> OcclusionGraph:
-    """``OcclusionGraph`` of the kept instances from the layered crops (edges front to back only)."""
-    config = layering.config
-    scores = np.asarray(scores, dtype=np.float64)
-    k = len(layering)
-    if scores.shape != (k,):
-        raise InputError(f"scores must have shape ({k},), got {scores.shape}")
-    if not config.enabled:
-        crops = layering.crops
-        masks = (crops.to_full(AMODAL), crops.to_full(VISIBLE), crops.to_full(INVISIBLE))
-        return compute_occlusion_graph(masks, scores, min_overlap=config.min_overlap,
-                                       min_pixels=config.min_pixels,
-                                       min_invisible_fraction=config.min_invisible_fraction)
-    crops = layering.crops
-    amodal_area, visible_area, hidden_area = crops.areas(AMODAL), crops.areas(VISIBLE), crops.areas(INVISIBLE)
-    counts = np.zeros((k, k), dtype=np.int64)   # [i, j] = |visible_j AND invisible_i|
-    visible = [(code & VISIBLE) > 0 for code in crops.codes]
-    hidden = [(code & INVISIBLE) > 0 for code in crops.codes]
-    # Only decided pairs can hold a published edge; the front one of each is known.
-    for front, back in np.argwhere(layering.front_of).tolist():
-        if hidden_area[back] == 0:
-            continue
-        sf, sb = crops.overlap(front, back)
-        counts[back, front] = np.count_nonzero(visible[front][sf] & hidden[back][sb])
-    fraction = counts / np.maximum(hidden_area, 1)[:, None]
-    hidden_enough = hidden_area >= config.min_invisible_fraction * amodal_area
-    edges = ((counts > 0) & (counts >= config.min_pixels) & (fraction >= config.min_overlap)
-             & hidden_enough[:, None])
-    # A published occluder needs a decided pair with enough evidence behind it.
-    edges &= layering.front_of.T & (layering.confidence >= config.min_edge_confidence)
-    occluder_ids = [np.flatnonzero(edges[i]).tolist() for i in range(k)]
-    order = pick_order(edges, _pick_priority(layering, scores))
-    height, width = crops.image_size
-    b = crops.boxes
-    truncated = np.zeros(k, dtype=bool)
-    for m in np.flatnonzero((b[:, 0] == 0) | (b[:, 1] == 0) | (b[:, 2] == width) | (b[:, 3] == height)):
-        a = (crops.codes[m] & AMODAL) > 0
-        truncated[m] = bool((b[m, 1] == 0 and a[0].any()) or (b[m, 3] == height and a[-1].any())
-                            or (b[m, 0] == 0 and a[:, 0].any()) or (b[m, 2] == width and a[:, -1].any()))
-    rate = np.where(amodal_area > 0, hidden_area / np.maximum(amodal_area, 1), 0.0).astype(np.float32)
-    return OcclusionGraph(
-        occluder_ids=occluder_ids,
-        occluder_overlap=[[float(fraction[i, j]) for j in ids] for i, ids in enumerate(occluder_ids)],
-        truncated=truncated, pick_order=order, amodal_area=amodal_area, visible_area=visible_area,
-        invisible_area=hidden_area, occlusion_rate=rate, layer=layers_from_order(edges, order))
 
 
 def layer_prediction(prediction: Prediction, config: LayeringConfig = LayeringConfig(),
