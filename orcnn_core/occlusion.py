@@ -15,6 +15,14 @@ Pick order (which object a planner should remove first):
    of B and B hides part of A). The cycle is broken by picking, among the remaining instances that
    sit in a cycle no other remaining instance hides from outside (a source strongly connected
    component), the one with the highest score, then the lowest index; then step 2 goes on.
+
+The scene layering (``orcnn_core.layering``) passes its own priority in place of the scores (see
+docs/layering.md).
+
+Layer (``OcclusionGraph.layer``): 0 for an instance nothing occludes, else one more than the
+deepest of its occluders, i.e. its depth in the occluder graph, front to back. In a graph with a
+cycle (raw outputs, layering off) only the occluders picked before an instance count, so the
+members of a cycle get layers from the order in which the cycle was broken.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ class OcclusionGraph:
     visible_area: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,)
     invisible_area: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,)
     occlusion_rate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (N,)
+    layer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (N,) 0 = nothing in front
 
     def __len__(self) -> int:
         return len(self.pick_order)
@@ -159,7 +168,10 @@ def _cycle_breaker(occluded_by: np.ndarray, remaining: np.ndarray, scores: np.nd
 
 
 def pick_order(occluded_by: np.ndarray, scores: Sequence[float]) -> list[int]:
-    """Removal order from an (N, N) bool matrix (``[i, j]``: j occludes i); see the module docstring."""
+    """Removal order from an (N, N) bool matrix (``[i, j]``: j occludes i); see the module docstring.
+
+    ``scores`` break ties (higher first, then lower index); pass any per-instance priority.
+    """
     occluded_by = np.asarray(occluded_by, dtype=bool).copy()
     n = occluded_by.shape[0]
     if occluded_by.shape != (n, n):
@@ -189,6 +201,20 @@ def pick_order(occluded_by: np.ndarray, scores: Sequence[float]) -> list[int]:
             if waiting_on[dependent] == 0:
                 heapq.heappush(heap, (1, -scores[dependent], int(dependent)))
     return order
+
+
+def layers_from_order(occluded_by: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """(N,) int64 layer of each instance: 0 without occluders, else 1 + the deepest occluder listed
+    before it in ``order`` (a pick order; occluders after it sit in a cycle with it and are ignored)."""
+    occluded_by = np.asarray(occluded_by, dtype=bool)
+    layer = np.zeros(occluded_by.shape[0], dtype=np.int64)
+    done = np.zeros(occluded_by.shape[0], dtype=bool)
+    for k in order:
+        before = occluded_by[k] & done
+        if before.any():
+            layer[k] = int(layer[before].max()) + 1
+        done[k] = True
+    return layer
 
 
 def compute_occlusion_graph(masks: MaskInput, scores: Optional[Sequence[float]] = None,
@@ -225,7 +251,9 @@ def compute_occlusion_graph(masks: MaskInput, scores: Optional[Sequence[float]] 
     occluder_ids = [np.flatnonzero(edges[i]).tolist() for i in range(n)]
     occluder_overlap = [[float(fraction[i, j]) for j in ids] for i, ids in enumerate(occluder_ids)]
     rate = np.where(amodal_area > 0, invisible_area / np.maximum(amodal_area, 1), 0.0).astype(np.float32)
+    order = pick_order(edges, scores)
     return OcclusionGraph(occluder_ids=occluder_ids, occluder_overlap=occluder_overlap,
-                          truncated=touches_border(amodal), pick_order=pick_order(edges, scores),
+                          truncated=touches_border(amodal), pick_order=order,
                           amodal_area=amodal_area, visible_area=visible_area,
-                          invisible_area=invisible_area, occlusion_rate=rate)
+                          invisible_area=invisible_area, occlusion_rate=rate,
+                          layer=layers_from_order(edges, order))

@@ -11,11 +11,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
 from orcnn_core import masks as mask_ops
+from orcnn_core.errors import InputError
+
+if TYPE_CHECKING:  # occlusion imports this module
+    from orcnn_core.occlusion import OcclusionGraph
 
 Box = tuple  # (x0, y0, x1, y1) floats, far edge exclusive
 
@@ -130,19 +134,37 @@ class Prediction:
 
 
 def prediction_to_results(prediction: Prediction, image_id: int, file_name: str = "",
-                          threshold: float = 0.5) -> list[dict[str, Any]]:
+                          threshold: float = 0.5,
+                          occlusion: Optional[OcclusionGraph] = None) -> list[dict[str, Any]]:
     """Entries of the project's results JSON for one image (COCO results list + amodal fields).
 
     ``segmentation`` is the amodal mask, ``visible_mask`` and ``invisible_mask`` the others, all
     compressed RLE; ``bbox`` is the amodal box and ``visible_bbox`` the visible one, COCO xywh.
     Probability masks are binarised at ``threshold``.
+
+    With ``occlusion`` (the graph published for this prediction), every entry also carries what a
+    planner receives: ``instance_index`` (its position among this image's entries),
+    ``occluder_indices`` (the ``instance_index`` of each occluder), ``layer`` (0 = nothing in front)
+    and ``pick_rank`` (its position in the pick order, 0 = first). ``orcnn eval`` scores these
+    relations as published instead of recomputing them from the masks.
     """
     amodal = mask_ops.encode_many(mask_ops.binarize(prediction.amodal_masks, threshold))
     visible = mask_ops.encode_many(mask_ops.binarize(prediction.visible_masks, threshold))
     invisible = mask_ops.encode_many(mask_ops.binarize(prediction.invisible_masks, threshold))
+    n = len(prediction)
+    if occlusion is not None and len(occlusion.occluder_ids) != n:
+        raise InputError(f"occlusion graph has {len(occlusion.occluder_ids)} instances, prediction has {n}")
+    pick_rank, layer = {}, None
+    if occlusion is not None:
+        pick_rank = {int(k): rank for rank, k in enumerate(occlusion.pick_order)}
+        layer = occlusion.layer
+        if len(layer) != n:  # a graph built by hand without layers
+            from orcnn_core.occlusion import layers_from_order  # occlusion imports this module
+
+            layer = layers_from_order(occlusion.occluded_by(), occlusion.pick_order)
     results = []
-    for i in range(len(prediction)):
-        results.append({
+    for i in range(n):
+        entry = {
             "image_id": int(image_id),
             "file_name": file_name,
             "category_id": int(prediction.category_ids[i]),
@@ -152,5 +174,11 @@ def prediction_to_results(prediction: Prediction, image_id: int, file_name: str 
             "invisible_mask": invisible[i],
             "bbox": mask_ops.xyxy_to_xywh(prediction.amodal_boxes[i]),
             "visible_bbox": mask_ops.xyxy_to_xywh(prediction.visible_boxes[i]),
-        })
+        }
+        if occlusion is not None:
+            entry["instance_index"] = i
+            entry["occluder_indices"] = [int(j) for j in occlusion.occluder_ids[i]]
+            entry["layer"] = int(layer[i])
+            entry["pick_rank"] = pick_rank[i]
+        results.append(entry)
     return results

@@ -23,6 +23,7 @@ import numpy as np
 from orcnn_core import masks as mask_ops
 from orcnn_core.data.records import parse_categories
 from orcnn_core.errors import DatasetError
+from orcnn_core.evaluation.agnostic import AGNOSTIC_CATEGORY, merge_ground_truth, merge_results
 from orcnn_core.evaluation.coco_matching import (
     COCO_IOU_THRESHOLDS,
     MAX_DETECTIONS,
@@ -97,9 +98,17 @@ def _validate_categories(categories: list) -> tuple[list, list]:
 
 
 class AmodalEvaluator:
-    """Computes AP_AV, AP_A, AP_V (all and occluded ground truth) and AP_IV@0.5 against ground truth."""
+    """Computes AP_AV, AP_A, AP_V (all and occluded ground truth) and AP_IV@0.5 against ground truth.
 
-    def __init__(self, images: Sequence[ImageRecord], categories: list):
+    With ``class_agnostic`` every category of the ground truth and of the results is merged into one
+    (``agnostic.AGNOSTIC_CATEGORY``): the APs are then those of one "object" class.
+    """
+
+    def __init__(self, images: Sequence[ImageRecord], categories: list, *, class_agnostic: bool = False):
+        self.class_agnostic = bool(class_agnostic)
+        if self.class_agnostic:
+            _validate_categories(categories)  # the file's categories must still be well-formed
+            images, categories = merge_ground_truth(images), [dict(AGNOSTIC_CATEGORY)]
         self.images = list(images)
         self.category_ids, self.category_names = _validate_categories(categories)
         self.ground_truth_notes: list = []
@@ -155,6 +164,8 @@ class AmodalEvaluator:
 
     def compute(self, results: Union[list, ParsedResults], source: str = "results") -> AmodalEvaluation:
         """Evaluate a results list and keep the accumulated precision/recall arrays (for plots)."""
+        if self.class_agnostic and not isinstance(results, ParsedResults):
+            results = merge_results(results)
         parsed = results if isinstance(results, ParsedResults) else \
             parse_results(results, self.images, self.category_ids, source)
         runs = self._build_cells(parsed)
@@ -257,16 +268,33 @@ class AmodalEvaluator:
 
 
 def evaluate_files(gt_path: Union[str, Path], results_paths: Sequence[Union[str, Path]],
-                   format: Optional[str] = None) -> list[dict]:
-    """Evaluate results JSON files against a ground-truth annotation file; one summary per file."""
-    return [evaluation.summary for evaluation in compute_files(gt_path, results_paths, format)]
+                   format: Optional[str] = None, **options) -> list[dict]:
+    """Evaluate results JSON files against a ground-truth annotation file; one summary per file
+    (``options`` as for ``compute_files``)."""
+    return [evaluation.summary for evaluation in compute_files(gt_path, results_paths, format, **options)]
 
 
 def compute_files(gt_path: Union[str, Path], results_paths: Sequence[Union[str, Path]],
-                  format: Optional[str] = None) -> list[AmodalEvaluation]:
-    """Like ``evaluate_files`` but returns the full ``AmodalEvaluation`` of each results file."""
+                  format: Optional[str] = None, *, class_agnostic: bool = False,
+                  order_score_threshold: Optional[float] = None) -> list[AmodalEvaluation]:
+    """Like ``evaluate_files`` but returns the full ``AmodalEvaluation`` of each results file.
+
+    ``class_agnostic`` merges all categories (AP and order metrics); with ``order_score_threshold``
+    the occlusion-order metrics (``order_eval.OrderEvaluator``) are added under ``summary["order"]``.
+    """
     from orcnn_core.data import load_annotations  # the data package is heavy; import on use
+    from orcnn_core.evaluation.order_eval import OrderEvaluator
 
     dataset = load_annotations(gt_path, format=format)
-    evaluator = AmodalEvaluator(dataset.images, dataset.categories)
-    return [evaluator.compute(load_results(path), source=str(path)) for path in results_paths]
+    evaluator = AmodalEvaluator(dataset.images, dataset.categories, class_agnostic=class_agnostic)
+    order = None if order_score_threshold is None else OrderEvaluator(
+        dataset.images, dataset.categories, score_threshold=order_score_threshold,
+        class_agnostic=class_agnostic)
+    evaluations = []
+    for path in results_paths:
+        results = load_results(path)
+        evaluation = evaluator.compute(results, source=str(path))
+        if order is not None:
+            evaluation.summary["order"] = order.evaluate_results(results, source=str(path))
+        evaluations.append(evaluation)
+    return evaluations

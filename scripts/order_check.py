@@ -1,0 +1,130 @@
+"""Occlusion-order check of a model on synthetic scenes: raw outputs with today's graph against the
+scene layering, on the paper's metrics and the occlusion-order metrics (docs/layering.md).
+
+    orcnn synth --out /tmp/mid_201 --images 100 --seed 201 --occlusion mid --size 640x480
+    python scripts/order_check.py --data /tmp/mid_201 [/tmp/other ...] [--cache /tmp/pred_cache]
+        [--set duplicate_visible_iou=0.5 ...] [--json out.json]
+
+Predictions at ``--score-threshold`` (default 0.5, the node's) with the bundled model unless
+``--weights``; ``--cache`` keeps them on disk, so the layering can be re-run with other settings
+(``--set KEY=VALUE``, fields of ``LayeringConfig``) without the model. One table per data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from prediction_cache import cached_predictions  # noqa: E402
+
+from orcnn_core.evaluation.amodal_eval import AmodalEvaluator  # noqa: E402
+from orcnn_core.evaluation.order_eval import OrderEvaluator  # noqa: E402
+from orcnn_core.layering import LayeringConfig, layer_prediction  # noqa: E402
+from orcnn_core.occlusion import compute_occlusion_graph  # noqa: E402
+from orcnn_core.structures import prediction_to_results  # noqa: E402
+
+DEFAULT_WEIGHTS = REPO / "orcnn_core" / "weights" / "demo_small.safetensors"
+ROWS = (("AP_AV", lambda s: s["all"]["AP_AV"]), ("AP_A", lambda s: s["all"]["AP_A"]),
+        ("AP_V", lambda s: s["all"]["AP_V"]), ("occluded AP_AV", lambda s: s["occluded"]["AP_AV"]),
+        ("AP_IV@0.5", lambda s: s["AP_IV50"]),
+        ("images with a cycle [%]", lambda s: s["order"]["cycle_images"]),
+        ("edge precision", lambda s: _fraction(s["order"]["edge_precision"])),
+        ("edge recall", lambda s: _fraction(s["order"]["edge_recall"])),
+        ("edge F1", lambda s: _fraction(s["order"]["edge_f1"])),
+        ("order accuracy [%]", lambda s: s["order"]["order_accuracy"]),
+        ("duplicate rate [%]", lambda s: s["order"]["duplicate_rate"]),
+        ("first-pick safety [%]", lambda s: s["order"]["first_pick_safety"]),
+        ("false all-clear [%]", lambda s: s["order"]["false_all_clear"]))
+
+
+def _fraction(percent):
+    return None if percent is None else percent / 100.0
+
+
+def parse_setting(text: str) -> tuple:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers, true/false), else a string."""
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def results_of(records, predictions, config: LayeringConfig) -> list:
+    """Results entries with the published graph: raw outputs with today's graph when the layering is
+    off, else the layered prediction with the layered graph."""
+    entries = []
+    for record, prediction in zip(records, predictions):
+        if config.enabled:
+            prediction, layering = layer_prediction(prediction, config)
+            graph = layering.occlusion_graph(prediction.scores)
+        else:
+            graph = compute_occlusion_graph(prediction)
+        entries.extend(prediction_to_results(prediction, record.image_id, record.file_name, occlusion=graph))
+    return entries
+
+
+def evaluate(records, categories, entries, score_threshold: float) -> dict:
+    """Paper metrics with the order metrics under ``"order"``."""
+    summary = AmodalEvaluator(records, categories).evaluate(entries)
+    summary["order"] = OrderEvaluator(records, categories, score_threshold=score_threshold) \
+        .evaluate_results(entries)
+    return summary
+
+
+def format_rows(columns: dict) -> str:
+    """Metrics as rows, one column per variant."""
+    names = list(columns)
+    width = max(len(label) for label, _ in ROWS)
+    lines = [" " * width + " | " + " | ".join(f"{n:>12}" for n in names)]
+    for label, get in ROWS:
+        values = [get(columns[name]) for name in names]
+        digits = 3 if label.startswith("edge") else 1
+        cells = ["-" if v is None else f"{v:.{digits}f}" for v in values]
+        lines.append(f"{label:<{width}} | " + " | ".join(f"{c:>12}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """Run the check; prints one table per data folder."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", required=True, help="orcnn synth output folders")
+    parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    parser.add_argument("--score-threshold", type=float, default=0.5)
+    parser.add_argument("--cache", default=None, help="folder for cached predictions")
+    parser.add_argument("--probabilities", action="store_true",
+                        help="layer the probability masks (default: bool masks, what the node publishes)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="LayeringConfig field for the layered column (repeatable)")
+    parser.add_argument("--json", default=None, help="write every summary here")
+    args = parser.parse_args(argv)
+    config = replace(LayeringConfig(), **dict(parse_setting(s) for s in args.set))
+    report = {}
+    for data in args.data:
+        start = time.perf_counter()
+        records, categories, predictions = cached_predictions(data, args.weights, args.score_threshold,
+                                                              args.cache, as_bool=not args.probabilities)
+        loaded = time.perf_counter() - start
+        columns = {}
+        for name, variant in (("raw", replace(config, enabled=False)), ("layered", config)):
+            columns[name] = evaluate(records, categories, results_of(records, predictions, variant),
+                                     args.score_threshold)
+        print(f"\n{data}: {len(records)} images, {sum(len(p) for p in predictions)} predictions at score "
+              f">= {args.score_threshold} (loaded in {loaded:.1f} s)")
+        print(format_rows(columns))
+        report[str(data)] = columns
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
