@@ -1,20 +1,26 @@
 """The one per-frame analysis: everything derived from a ``Prediction`` that its consumers share.
 
 The node, the replay, ``orcnn predict`` and ``orcnn demo`` all publish the same thing for a frame:
-``analyze`` binarises the masks once, computes their tight boxes once and the occlusion graph once,
-and hands the result (a ``FrameAnalysis``) to message building (``orcnn_ros.conversions``), to the
-overlay (``orcnn_core.viz``) and to the results JSON (``structures.prediction_to_results``), so none
-of them checks, binarises or analyses the masks again.
+``analyze`` runs the scene layering (``orcnn_core.layering``: duplicates removed, one front/behind
+decision per overlapping pair, an acyclic front-to-back order, masks that follow it), binarises the
+masks once, computes their tight boxes once and the occlusion graph once, and hands the result (a
+``FrameAnalysis``) to message building (``orcnn_ros.conversions``), to the overlay
+(``orcnn_core.viz``) and to the results JSON (``frame_results``), so none of them checks, binarises
+or analyses the masks again. With the layering off (``LayeringConfig(enabled=False)``) the model's
+raw masks are published and their graph may hold cycles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from orcnn_core.errors import InputError
+from orcnn_core.layering import LayeringConfig, SceneLayering, layer_prediction
+from orcnn_core.layering.crops import AMODAL, INVISIBLE, VISIBLE
 from orcnn_core.masks import binarize, mask_boxes
 from orcnn_core.occlusion import (
     DEFAULT_MIN_INVISIBLE_FRACTION,
@@ -23,7 +29,7 @@ from orcnn_core.occlusion import (
     OcclusionGraph,
     compute_occlusion_graph,
 )
-from orcnn_core.structures import Prediction
+from orcnn_core.structures import Prediction, prediction_to_results
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,14 @@ class AnalysisConfig:
     occluder_min_overlap: float = DEFAULT_MIN_OVERLAP
     occluder_min_pixels: int = DEFAULT_MIN_PIXELS
     min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION
+    layering: LayeringConfig = field(default_factory=LayeringConfig)
+
+    def layering_config(self) -> LayeringConfig:
+        """The layering's config with this analysis's mask threshold and occluder rule (one source)."""
+        return dataclasses.replace(self.layering, mask_threshold=self.mask_threshold,
+                                   min_overlap=self.occluder_min_overlap,
+                                   min_pixels=int(self.occluder_min_pixels),
+                                   min_invisible_fraction=self.min_invisible_fraction)
 
     def validate(self) -> None:
         """InputError naming the first field out of range."""
@@ -59,6 +73,8 @@ class FrameAnalysis:
     visible_boxes: np.ndarray     # (N, 4) int64, likewise
     invisible_boxes: np.ndarray   # (N, 4) int64, likewise
     graph: OcclusionGraph = field(default_factory=OcclusionGraph)
+    layering: Optional[SceneLayering] = None  # None when the layering is off
+    depth: Any = None                           # reserved for the per-instance 3D (issue 15)
 
     def __len__(self) -> int:
         return len(self.prediction)
@@ -92,13 +108,26 @@ def _check_prediction(prediction: Prediction) -> None:
 
 
 def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:
-    """Binary masks, their boxes and the occlusion graph of ``prediction``, each computed once."""
+    """Layering (when on), binary masks, their boxes and the occlusion graph of ``prediction``, each
+    computed once. The analysis's ``prediction`` is the layered one (duplicates removed, masks
+    following the front-to-back order)."""
     config = config or AnalysisConfig()
     _check_prediction(prediction)
     size = tuple(int(v) for v in prediction.image_size)
     amodal = _binary_stack(prediction.amodal_masks, config.mask_threshold, "amodal_masks", size)
     visible = _binary_stack(prediction.visible_masks, config.mask_threshold, "visible_masks", size)
     invisible = _binary_stack(prediction.invisible_masks, config.mask_threshold, "invisible_masks", size)
+    if config.layering.enabled:
+        binary = dataclasses.replace(prediction, amodal_masks=amodal, visible_masks=visible,
+                                     invisible_masks=invisible)
+        layered, layering = layer_prediction(binary, config.layering_config())
+        crops = layering.crops
+        return FrameAnalysis(prediction=layered, amodal_masks=layered.amodal_masks,
+                             visible_masks=layered.visible_masks, invisible_masks=layered.invisible_masks,
+                             amodal_boxes=crops.tight_boxes(AMODAL).astype(np.int64),
+                             visible_boxes=crops.tight_boxes(VISIBLE).astype(np.int64),
+                             invisible_boxes=crops.tight_boxes(INVISIBLE).astype(np.int64),
+                             graph=layering.occlusion_graph(layered.scores), layering=layering)
     graph = compute_occlusion_graph((amodal, visible, invisible), prediction.scores,
                                     min_overlap=config.occluder_min_overlap,
                                     min_pixels=config.occluder_min_pixels,
@@ -107,6 +136,11 @@ def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None) -> 
                          invisible_masks=invisible, amodal_boxes=mask_boxes(amodal).astype(np.int64),
                          visible_boxes=mask_boxes(visible).astype(np.int64),
                          invisible_boxes=mask_boxes(invisible).astype(np.int64), graph=graph)
+
+
+def frame_results(frame: FrameAnalysis, image_id: int, file_name: str = "") -> list[dict]:
+    """Results-JSON entries of an analysed frame: its published masks and its graph fields."""
+    return prediction_to_results(frame.prediction, image_id, file_name, occlusion=frame.graph)
 
 
 def as_analysis(frame: Prediction | FrameAnalysis, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:

@@ -39,7 +39,7 @@ from orcnn_core.structures import Prediction
 
 # The one source of these defaults: the ROS node's occluder_* parameters import them.
 DEFAULT_MIN_OVERLAP = 0.05             # share of the hidden area an occluder must cover
-DEFAULT_MIN_PIXELS = 10                # ... and at least this many pixels (ignores mask noise)
+DEFAULT_MIN_PIXELS = 20                # ... and this many pixels (as the evaluation's ground truth)
 DEFAULT_MIN_INVISIBLE_FRACTION = 0.01  # hidden parts below this share of the amodal area are noise
 
 

@@ -158,10 +158,9 @@ def prediction_to_results(prediction: Prediction, image_id: int, file_name: str 
     if occlusion is not None:
         pick_rank = {int(k): rank for rank, k in enumerate(occlusion.pick_order)}
         layer = occlusion.layer
-        if len(layer) != n:  # a graph built by hand without layers
-            from orcnn_core.occlusion import layers_from_order  # occlusion imports this module
-
-            layer = layers_from_order(occlusion.occluded_by(), occlusion.pick_order)
+        if len(layer) != n:
+            raise InputError(f"occlusion graph has {len(layer)} layers for {n} instances (a graph built by "
+                             "hand needs its layers: occlusion.layers_from_order)")
     results = []
     for i in range(n):
         entry = {

@@ -17,6 +17,7 @@ import numpy as np
 from orcnn_core.analysis import FrameAnalysis
 from orcnn_core.data.image_decode import ImageDecodeError, check_image_size, decode_image
 from orcnn_core.errors import InputError
+from orcnn_core.occlusion import OcclusionGraph
 from orcnn_core.structures import Prediction
 
 # Channels per supported raw encoding, and how to turn it into RGB.
@@ -173,6 +174,7 @@ def build_instance_array(frame: FrameAnalysis, header: Any, factories: MessageFa
             occluder_ids=factories.uint32_array(graph.occluder_ids[i]),
             occluder_overlap=factories.float32_array(graph.occluder_overlap[i]),
             truncated=bool(graph.truncated[i]),
+            layer=int(graph.layer[i]),
         ))
     return factories.instance_array(header=header, image_width=width, image_height=height,
                                     instances=instances, pick_order=factories.uint32_array(graph.pick_order))
@@ -196,6 +198,30 @@ def roi_box(roi: Any) -> tuple[float, float, float, float]:
     """``(x0, y0, x1, y1)`` box (far edge exclusive) of a ``sensor_msgs/RegionOfInterest``."""
     x0, y0 = float(roi.x_offset), float(roi.y_offset)
     return (x0, y0, x0 + float(roi.width), y0 + float(roi.height))
+
+
+def instance_array_to_graph(msg: Any) -> OcclusionGraph:
+    """The occlusion graph an AmodalInstanceArray carries (occluders, overlaps, layers, pick order),
+    as the planner received it: for evaluating recorded results with the published relations."""
+    instances = list(msg.instances)
+    n = len(instances)
+    occluders = [[int(j) for j in inst.occluder_ids] for inst in instances]
+    if any(j >= n or j == i for i, ids in enumerate(occluders) for j in ids):
+        raise InputError(f"occluder_ids name instances outside the message's {n} (or the instance itself)")
+    order = [int(k) for k in msg.pick_order]
+    if sorted(order) != list(range(n)):
+        raise InputError(f"pick_order {order} is not a permutation of the {n} instance ids")
+    return OcclusionGraph(
+        occluder_ids=occluders,
+        occluder_overlap=[[float(v) for v in inst.occluder_overlap] for inst in instances],
+        truncated=np.asarray([bool(inst.truncated) for inst in instances], dtype=bool),
+        pick_order=order,
+        amodal_area=np.asarray([int(inst.amodal_area) for inst in instances], dtype=np.int64),
+        visible_area=np.asarray([int(inst.visible_area) for inst in instances], dtype=np.int64),
+        invisible_area=np.asarray([int(inst.amodal_area) - int(inst.visible_area) for inst in instances],
+                                  dtype=np.int64),
+        occlusion_rate=np.asarray([float(inst.occlusion_rate) for inst in instances], dtype=np.float32),
+        layer=np.asarray([int(inst.layer) for inst in instances], dtype=np.int64))
 
 
 def instance_array_to_prediction(msg: Any) -> Prediction:

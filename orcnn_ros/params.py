@@ -25,6 +25,7 @@ from typing import Any, List, Optional
 from orcnn_core.analysis import AnalysisConfig
 from orcnn_core.config import from_dict, load_yaml
 from orcnn_core.errors import ConfigError
+from orcnn_core.layering import LayeringConfig
 from orcnn_core.occlusion import DEFAULT_MIN_OVERLAP, DEFAULT_MIN_PIXELS
 
 NODE_NAME = "orcnn_node"
@@ -50,6 +51,8 @@ class NodeParams:
     occluder_min_overlap: float = DEFAULT_MIN_OVERLAP  # share of an instance's hidden area an occluder covers
     occluder_min_pixels: int = DEFAULT_MIN_PIXELS      # and at least this many pixels (ignores mask noise)
     mask_threshold: float = 0.5        # probability masks are binarised at this value
+    layering: bool = True              # scene layering: no duplicates, no cycles, masks that agree
+    layering_class_agnostic: bool = False  # duplicates across classes too (one object, two labels)
     diagnostics_period_s: float = 1.0  # /diagnostics publishing period
     autostart: bool = True             # configure + activate at startup
     image_max_side: int = 4096         # skip frames whose longer side exceeds this (pixels)
@@ -91,9 +94,10 @@ class NodeParams:
 
     def analysis_config(self) -> AnalysisConfig:
         """How each frame is analysed (mask threshold, occluder rule)."""
+        layering = LayeringConfig(enabled=self.layering, class_agnostic=self.layering_class_agnostic)
         return AnalysisConfig(mask_threshold=self.mask_threshold,
                               occluder_min_overlap=self.occluder_min_overlap,
-                              occluder_min_pixels=self.occluder_min_pixels)
+                              occluder_min_pixels=self.occluder_min_pixels, layering=layering)
 
     def frame_settings(self) -> FrameSettings:
         """The live per-frame settings of these parameters (what the pipeline reads each frame)."""
@@ -149,6 +153,10 @@ PARAMETERS: dict[str, ParamSpec] = {
     "occluder_min_pixels": ParamSpec(LIVE, "... and at least this many pixels", 0, 1_000_000),
     "mask_threshold": ParamSpec(LIVE, "probability masks are binarised at this value", 0.0, 1.0,
                                 low_open=True),
+    "layering": ParamSpec(LIVE, "scene layering: duplicates removed, one acyclic front-to-back order, "
+                                "masks and occluder graph that follow it (false: the model's raw outputs)"),
+    "layering_class_agnostic": ParamSpec(LIVE, "layering treats two detections of different classes over "
+                                               "the same visible pixels as one object seen twice"),
     "diagnostics_period_s": ParamSpec(LIVE, "/diagnostics period in seconds", 0.01, 3600.0),
     "autostart": ParamSpec(STARTUP, "configure and activate when the node starts"),
     "image_max_side": ParamSpec(LIVE, "skip frames whose longer side exceeds this (pixels)", 32, 65536),

@@ -16,7 +16,9 @@ from orcnn_core.evaluation import AmodalEvaluator
 from orcnn_core.model.weights import read_sidecar
 
 RESULT_KEYS = {"image_id", "file_name", "category_id", "score", "segmentation", "visible_mask",
-               "invisible_mask", "bbox", "visible_bbox"}
+               "invisible_mask", "bbox", "visible_bbox",
+               # the published occlusion graph (docs/evaluation.md, "Graph fields")
+               "instance_index", "occluder_indices", "layer", "pick_rank"}
 
 
 def test_bundled_model_is_small_and_loadable():

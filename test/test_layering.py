@@ -335,3 +335,12 @@ def test_a_low_score_detection_never_goes_in_front_of_a_confident_one():
     assert layer_instances(a, v, [0.9, 0.3], [1, 2], invisible=h).order.tolist() == [0, 1]
     trusting = LayeringConfig(front_min_score=0.0)
     assert layer_instances(a, v, [0.9, 0.3], [1, 2], invisible=h, config=trusting).order.tolist() == [1, 0]
+
+
+def test_detections_with_empty_masks_are_layered_without_error():
+    # A weak model can detect boxes whose masks are nowhere above the threshold (seen end to end).
+    empty = np.zeros((3, 24, 32), bool)
+    layering = layer_instances(empty, empty.copy(), [0.3, 0.3, 0.2], [1, 1, 2])
+    graph = layering.occlusion_graph(np.asarray([0.3, 0.3, 0.2])[layering.keep])
+    assert graph.occluder_ids == [[]] * len(layering)
+    assert not graph.truncated.any() and sorted(graph.pick_order) == list(range(len(layering)))

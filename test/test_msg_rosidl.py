@@ -8,7 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from orcnn_core.analysis import analyze
+from orcnn_core.analysis import AnalysisConfig
+from orcnn_core.analysis import analyze as analyze_frame
+from orcnn_core.layering import LayeringConfig
 from orcnn_core.structures import Prediction
 from orcnn_ros.conversions import MessageFactories, build_instance_array
 
@@ -16,9 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 SYSTEM_PYTHON = "/usr/bin/python3"
 MSG_FILES = sorted((REPO / "msg").glob("*.msg"))
 
+
+def analyze(prediction):
+    """The frame analysis without the layering: these tests are about the messages, not the layering."""
+    return analyze_frame(prediction, AnalysisConfig(layering=LayeringConfig(enabled=False)))
+
 PARSE = """
 import json, sys
 from rosidl_adapter.parser import parse_message_string
+
 spec = parse_message_string("orcnn_ros", sys.argv[1], open(sys.argv[2]).read())
 print(json.dumps([[str(f.type), f.name] for f in spec.fields]))
 """

@@ -77,12 +77,14 @@ def test_min_overlap_and_min_pixels_thresholds():
     inv_area = np.count_nonzero(back & ~visible[0])
     small_fraction = np.count_nonzero(visible[2] & back) / inv_area
     assert small_fraction < 0.05 < 1 - small_fraction
-    low = compute_occlusion_graph((amodal, visible), min_overlap=0.0)
-    high = compute_occlusion_graph((amodal, visible), min_overlap=0.05)
+    low = compute_occlusion_graph((amodal, visible), min_overlap=0.0, min_pixels=10)
+    high = compute_occlusion_graph((amodal, visible), min_overlap=0.05, min_pixels=10)
     pixels = compute_occlusion_graph((amodal, visible), min_overlap=0.0, min_pixels=11)
     assert low.occluder_ids[0] == [1, 2]
     assert high.occluder_ids[0] == [1]
     assert pixels.occluder_ids[0] == [1]
+    # the default (20 px, the evaluation's ground-truth rule) drops the 10-px occluder too
+    assert compute_occlusion_graph((amodal, visible), min_overlap=0.0).occluder_ids[0] == [1]
 
 
 def test_negligible_hidden_parts_make_no_occluder_edge_but_real_ones_do():
@@ -129,7 +131,7 @@ def test_given_invisible_masks_are_used_instead_of_the_difference():
     amodal = np.stack([a, b])
     visible = amodal.copy()
     invisible = np.zeros_like(amodal)
-    invisible[0, 12:14, 30:35] = True  # claims part of a is hidden where b is visible
+    invisible[0, 12:16, 30:35] = True  # claims part of a (20 px) is hidden where b is visible
     g = compute_occlusion_graph((amodal, visible, invisible), min_overlap=0.5)
     assert g.occluder_ids == [[1], []]
     assert g.occluder_overlap[0] == [1.0]

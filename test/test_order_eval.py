@@ -188,8 +188,9 @@ def test_prediction_to_results_writes_the_published_graph():
     assert [(e["instance_index"], e["occluder_indices"], e["layer"], e["pick_rank"]) for e in entries] == \
         [(0, [1], 1, 1), (1, [], 0, 0)]
     assert "occluder_indices" not in prediction_to_results(pred, 5, "x.png")[0]
-    by_hand = OcclusionGraph(occluder_ids=[[1], []], pick_order=[1, 0])  # no layers given
-    assert [e["layer"] for e in prediction_to_results(pred, 5, occlusion=by_hand)] == [1, 0]
+    by_hand = OcclusionGraph(occluder_ids=[[1], []], pick_order=[1, 0])  # no layers given: refused
+    with pytest.raises(ValueError, match="graph built by hand needs its layers"):
+        prediction_to_results(pred, 5, occlusion=by_hand)
     with pytest.raises(ValueError, match="occlusion graph has 1 instances"):
         prediction_to_results(pred, 5, occlusion=OcclusionGraph(occluder_ids=[[]], pick_order=[0]))
 

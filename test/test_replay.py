@@ -235,12 +235,16 @@ def test_perfect_predictor_scores_100(tmp_path: Path, dataset, raw_bag: Path, co
     fake = PerfectPredictor(dataset)
     monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: fake)
     out = tmp_path / "out"
+    # The raw masks published as they are (--no-layering): the statistics below are then exactly the
+    # ground truth's (the layering test below checks the layered path).
     code, stdout, _ = run_cli([bag, "--topic", topic, "--out", out, "--gt", dataset.path, "--gt-key", key,
-                               "--storage", storage, "--batch-size", 3,
+                               "--storage", storage, "--batch-size", 3, "--no-layering",
                                "--summary-json", tmp_path / "s.json"], capsys)
     assert code == 0, stdout
     summary = json.loads((tmp_path / "s.json").read_text())
     assert ap_values(summary["evaluation"]) == [100.0] * 7
+    order = summary["evaluation"]["order"]
+    assert (order["edge_precision"], order["edge_recall"], order["cycle_images"]) == (100.0, 100.0, 0.0)
     assert any(r.occlusion_rate > 0 for r in dataset.images[0].annotations + dataset.images[1].annotations)
 
     # the bag alone (read back, keyed by the image map) also scores 100

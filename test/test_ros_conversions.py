@@ -7,8 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from orcnn_core.analysis import analyze
+from orcnn_core.analysis import AnalysisConfig
+from orcnn_core.analysis import analyze as analyze_frame
 from orcnn_core.errors import InputError
+from orcnn_core.layering import LayeringConfig
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
 from orcnn_ros.conversions import (
@@ -21,6 +23,11 @@ from orcnn_ros.conversions import (
     mask_image_fields,
     paste_mask,
 )
+
+
+def analyze(prediction):
+    """The frame analysis without the layering: these tests are about the messages, not the layering."""
+    return analyze_frame(prediction, AnalysisConfig(layering=LayeringConfig(enabled=False)))
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (9, 11, 3), dtype=np.uint8)  # just over MIN_IMAGE_SIDE = 8

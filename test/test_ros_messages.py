@@ -6,12 +6,19 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from orcnn_core.analysis import analyze
+from orcnn_core.analysis import AnalysisConfig
+from orcnn_core.analysis import analyze as analyze_frame
 from orcnn_core.errors import InputError
+from orcnn_core.layering import LayeringConfig
 from orcnn_core.structures import Prediction
 from orcnn_ros import messages
 from orcnn_ros.conversions import build_instance_array, paste_mask
 from orcnn_ros.planner_example import next_grasp, objects_to_remove_first
+
+
+def analyze(prediction):
+    """The frame analysis without the layering: these tests are about the messages, not the layering."""
+    return analyze_frame(prediction, AnalysisConfig(layering=LayeringConfig(enabled=False)))
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 40, 50

@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--gt", default=None, help="annotation file: take image ids from it by file name")
+    p.add_argument("--no-layering", dest="layering", action="store_false",
+                   help="write the model's raw masks and graph instead of the scene layering")
     p.set_defaults(func=_predict)
 
     p = subparsers.add_parser("demo", help="run the bundled model on synthetic scenes: overlays + results")
@@ -42,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of the synthetic scenes")
     p.add_argument("--device", default="auto")
     p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--no-layering", dest="layering", action="store_false",
+                   help="show the model's raw masks and graph instead of the scene layering")
     p.set_defaults(func=_demo)
 
     p = subparsers.add_parser("export", help="export a model to TorchScript or ONNX at a fixed input size")
@@ -74,7 +78,8 @@ def _predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1 (got {args.batch_size})")
     summary = predict_folder(args.images, args.out, weights=args.weights, viz_dir=args.viz,
                              batch_size=args.batch_size, device=args.device,
-                             score_threshold=args.score_threshold, gt=args.gt)
+                             score_threshold=args.score_threshold, gt=args.gt,
+                             analysis=_analysis(args.layering))
     print(summary.format(Path(args.out)))
     if summary.skipped:  # the good images' results are written: a warning, not a failure
         print(f"orcnn predict: warning: {sum(summary.skipped.values())} image(s) skipped "
@@ -89,8 +94,16 @@ def _demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--synth must be >= 1 (got {args.synth})")
     run_demo(args.out, images_dir=args.images, synth_count=args.synth, weights=args.weights,
              seed=DEMO_SEED if args.seed is None else args.seed, device=args.device,
-             score_threshold=args.score_threshold)
+             score_threshold=args.score_threshold, analysis=_analysis(args.layering))
     return 0
+
+
+def _analysis(layering: bool):
+    """The per-frame analysis of the node's defaults, with the layering on or off."""
+    from orcnn_core.analysis import AnalysisConfig
+    from orcnn_core.layering import LayeringConfig
+
+    return AnalysisConfig(layering=LayeringConfig(enabled=layering))
 
 
 def _parse_size(text: str) -> tuple[int, int]:

@@ -53,18 +53,21 @@ def _demo_scenes(count: int, classes: int, seed: int) -> list[tuple[str, np.ndar
 
 def run_demo(out_dir: str | Path = "demo_out", images_dir: Optional[str | Path] = None, synth_count: int = 4,
              weights: Optional[str | Path] = None, seed: int = DEMO_SEED, device: str = "auto",
-             score_threshold: Optional[float] = None, print_fn=print) -> list[ImageSummary]:
-    """Run a model on images (a folder, or fresh synthetic scenes) and write overlays + results JSON."""
-    from orcnn_core.analysis import analyze
+             score_threshold: Optional[float] = None, print_fn=print,
+             analysis=None) -> list[ImageSummary]:
+    """Run a model on images (a folder, or fresh synthetic scenes) and write overlays + results JSON.
+
+    ``analysis`` is the ``AnalysisConfig`` of each frame (default: the node's, layering on)."""
+    from orcnn_core.analysis import AnalysisConfig, analyze, frame_results
     from orcnn_core.data.images import write_png_rgb
     from orcnn_core.engine.predict import iter_images
     from orcnn_core.engine.predictor import load_predictor
     from orcnn_core.errors import CauseCounter
     from orcnn_core.fileio import atomic_write_text
-    from orcnn_core.structures import prediction_to_results
     from orcnn_core.viz import READABLE_LONG_SIDE, draw_overlay
 
     predictor = load_predictor(weights, device=device, score_threshold=score_threshold)
+    analysis = analysis or AnalysisConfig()
     out_dir = Path(out_dir)
     skipped = CauseCounter()
     if images_dir is not None:
@@ -77,13 +80,12 @@ def run_demo(out_dir: str | Path = "demo_out", images_dir: Optional[str | Path] 
         sources = iter(scenes)
     summaries, results = [], []
     for image_id, (name, image) in enumerate(sources, start=1):
-        prediction = predictor(image)
-        frame = analyze(prediction)
+        frame = analyze(predictor(image), analysis)
         overlay = draw_overlay(image, frame, min_long_side=READABLE_LONG_SIDE)
         write_png_rgb(out_dir / "overlays" / Path(name).with_suffix(".png"), overlay)
-        results.extend(prediction_to_results(prediction, image_id, name))
-        summary = ImageSummary(name, describe(prediction, frame.graph))
-        print_fn(f"{name}: {len(prediction)} instance(s)")
+        results.extend(frame_results(frame, image_id, name))
+        summary = ImageSummary(name, describe(frame.prediction, frame.graph))
+        print_fn(f"{name}: {len(frame)} instance(s)")
         for line in summary.lines:
             print_fn(line)
         summaries.append(summary)

@@ -78,18 +78,19 @@ def ids_from_ground_truth(gt_path: str | Path) -> dict[str, int]:
 
 def predict_folder(images_dir: str | Path, out_json: str | Path, weights: Optional[str | Path] = None,
                    viz_dir: Optional[str | Path] = None, batch_size: int = 4, device: str = "auto",
-                   score_threshold: Optional[float] = None,
-                   gt: Optional[str | Path] = None) -> PredictSummary:
+                   score_threshold: Optional[float] = None, gt: Optional[str | Path] = None,
+                   analysis=None) -> PredictSummary:
     """Predict every usable image of a folder into a results JSON; DatasetError when none was usable.
 
     Image ids: from the ground truth's file names with ``gt`` (images it does not list are skipped),
-    else the image's position in the sorted listing, from 1.
+    else the image's position in the sorted listing, from 1. Each frame is analysed with
+    ``analysis`` (an ``AnalysisConfig``; default the node's, layering on), so the results are what
+    the node would publish.
     """
-    from orcnn_core.analysis import analyze
+    from orcnn_core.analysis import AnalysisConfig, analyze, frame_results
     from orcnn_core.data.images import list_images, write_png_rgb
     from orcnn_core.engine.predictor import load_predictor
     from orcnn_core.fileio import atomic_write_text
-    from orcnn_core.structures import prediction_to_results
     from orcnn_core.viz import READABLE_LONG_SIDE, draw_overlay
 
     folder = Path(images_dir)
@@ -99,18 +100,19 @@ def predict_folder(images_dir: str | Path, out_json: str | Path, weights: Option
     positions = {p.relative_to(folder).as_posix(): k for k, p in enumerate(paths, start=1)}
     gt_ids = ids_from_ground_truth(gt) if gt is not None else None
     predictor = load_predictor(weights, device=device, score_threshold=score_threshold)
+    analysis = analysis or AnalysisConfig()
     summary = PredictSummary(images_found=len(paths))
     results: list[dict] = []
     pending: list[tuple[int, str, np.ndarray]] = []
 
     def finish(image_id: int, name: str, image: np.ndarray, prediction) -> None:
-        frame = analyze(prediction)
-        results.extend(prediction_to_results(prediction, image_id, name))
+        frame = analyze(prediction, analysis)
+        results.extend(frame_results(frame, image_id, name))
         if viz_dir is not None:
             overlay = draw_overlay(image, frame, min_long_side=READABLE_LONG_SIDE)
             write_png_rgb(Path(viz_dir) / Path(name).with_suffix(".png"), overlay)
         summary.images_done += 1
-        summary.instances += len(prediction)
+        summary.instances += len(frame)
 
     def flush() -> None:
         if not pending:

@@ -70,6 +70,8 @@ def layered_occlusion_graph(layering: SceneLayering, scores: Sequence[float]) ->
     truncated = np.zeros(k, dtype=bool)
     for m in np.flatnonzero((b[:, 0] == 0) | (b[:, 1] == 0) | (b[:, 2] == width) | (b[:, 3] == height)):
         a = (crops.codes[m] & AMODAL) > 0
+        if a.size == 0:  # an empty mask (a detection whose mask is nowhere above the threshold)
+            continue
         truncated[m] = bool((b[m, 1] == 0 and a[0].any()) or (b[m, 3] == height and a[-1].any())
                             or (b[m, 0] == 0 and a[:, 0].any()) or (b[m, 2] == width and a[:, -1].any()))
     rate = np.where(amodal_area > 0, hidden_area / np.maximum(amodal_area, 1), 0.0).astype(np.float32)

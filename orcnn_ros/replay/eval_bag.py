@@ -10,7 +10,7 @@ from orcnn_core.errors import InputError
 from orcnn_core.structures import prediction_to_results
 from orcnn_ros import messages
 from orcnn_ros.bagio import BagMessage, BagReader
-from orcnn_ros.conversions import instance_array_to_prediction
+from orcnn_ros.conversions import instance_array_to_graph, instance_array_to_prediction
 from orcnn_ros.replay.ground_truth import header_stamp_ns, load_ground_truth
 from orcnn_ros.replay.options import EvalBagOptions
 from orcnn_ros.replay.report import EvalBagSummary, evaluate, log
@@ -47,12 +47,14 @@ def run_eval_bag(opts: EvalBagOptions) -> EvalBagSummary:
                 continue
             try:
                 prediction = instance_array_to_prediction(msg)
+                graph = instance_array_to_graph(msg)  # the relations as published, not recomputed
             except InputError as exc:
                 _count_unreadable(summary, m, "invalid_instances", str(exc))
                 continue
             summary.frames_evaluated += 1
             summary.instances_total += len(prediction)
-            results.extend(prediction_to_results(prediction, record.image_id, record.file_name))
+            results.extend(prediction_to_results(prediction, record.image_id, record.file_name,
+                                                 occlusion=graph))
         summary.frames_without_gt = gt_index.unmatched
     summary.evaluation = evaluate(dataset, gt_index, results, str(opts.results_bag), opts.results_json)
     return summary

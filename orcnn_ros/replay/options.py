@@ -82,6 +82,9 @@ class ReplayOptions(GroundTruthOptions):
     score_threshold: float = option("--score-threshold", type=float, default=NODE_SCORE_THRESHOLD,
                                     help=f"drop detections below this score (default {NODE_SCORE_THRESHOLD}, "
                                          "the node's default, so replay publishes what the node would)")
+    layering: bool = option("--no-layering", action="store_false", default=True,
+                            help="publish the model's raw masks and graph (may hold cycles) instead of the "
+                                 "scene layering the node runs by default")
     storage: str = option("--storage", choices=STORAGES, default="sqlite3", help="output bag storage")
     overwrite: bool = option("--overwrite", action="store_true", default=False,
                              help="replace an existing output bag")

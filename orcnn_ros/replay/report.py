@@ -15,6 +15,8 @@ from orcnn_core.errors import CauseCounter
 from orcnn_core.fileio import atomic_write_text
 
 log = logging.getLogger("orcnn-replay")
+# The order metrics score what a planner receives at the node's default threshold (orcnn eval's default).
+ORDER_SCORE_THRESHOLD = 0.5
 
 
 @dataclass
@@ -143,9 +145,13 @@ class EvalBagSummary:
 
 
 def evaluate(dataset: Any, gt_index: Any, results: list, source: str,
-             results_json: Optional[Path]) -> Optional[dict]:
-    """Metrics over the ground-truth images the frames claimed (frames without results count as misses)."""
+             results_json: Optional[Path],
+             order_score_threshold: float = ORDER_SCORE_THRESHOLD) -> Optional[dict]:
+    """The paper's metrics and the occlusion-order metrics (under ``"order"``) over the ground-truth
+    images the frames claimed (frames without results count as misses), as ``orcnn eval`` computes
+    them from the published graph fields of ``results``."""
     from orcnn_core.evaluation import AmodalEvaluator
+    from orcnn_core.evaluation.order_eval import evaluate_order
 
     images = [r for r in dataset.images if r.image_id in gt_index.seen]
     if results_json:
@@ -153,19 +159,24 @@ def evaluate(dataset: Any, gt_index: Any, results: list, source: str,
     if not images:
         log.warning("no frame matched the ground truth (--gt-key %s); nothing to evaluate", gt_index.key)
         return None
-    return AmodalEvaluator(images, dataset.categories).evaluate(results, source=source)
+    summary = AmodalEvaluator(images, dataset.categories).evaluate(results, source=source)
+    summary["order"] = evaluate_order(images, dataset.categories, results, source,
+                                      score_threshold=order_score_threshold)
+    return summary
 
 
 def print_report(summary: Union[ReplaySummary, EvalBagSummary]) -> None:
-    """Print the summary and, with ground truth, the Table-2 row and the evaluator's notes."""
+    """Print the summary and, with ground truth, the Table-2 row, the order metrics and the notes."""
     print(summary.format())
     if summary.evaluation is not None:
-        from orcnn_core.evaluation.table import format_table
+        from orcnn_core.evaluation.table import format_order_table, format_table
 
-        print(format_table([(Path(summary.bag).name or summary.bag, summary.evaluation)]))
-        for note in summary.evaluation.get("notes", []):
+        name = Path(summary.bag).name or summary.bag
+        print(format_table([(name, summary.evaluation)]))
+        print()
+        print(format_order_table([(name, summary.evaluation["order"])]))
+        for note in summary.evaluation.get("notes", []) + summary.evaluation["order"].get("notes", []):
             print(f"note: {note}")
-
 
 
 def write_summary(summary: Union[ReplaySummary, EvalBagSummary], path: Optional[Path]) -> None:

@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from orcnn_core.analysis import AnalysisConfig, frame_results
 from orcnn_core.engine.predictor import load_predictor
 from orcnn_core.errors import InputError
+from orcnn_core.layering import LayeringConfig
 from orcnn_ros import messages
 from orcnn_ros.bagio import BagMessage, BagReader, BagWriter, copy_topic_info, prepare_output
 from orcnn_ros.conversions import ImageInputError
@@ -44,7 +46,8 @@ class Frame:
 
 def frame_settings(opts: ReplayOptions) -> FrameSettings:
     """The per-frame settings of a replay: the node's defaults with the run's score threshold."""
-    return FrameSettings(score_threshold=opts.score_threshold, max_instances=None)
+    analysis = AnalysisConfig(layering=LayeringConfig(enabled=opts.layering))
+    return FrameSettings(score_threshold=opts.score_threshold, max_instances=None, analysis=analysis)
 
 
 class ReplayRun:
@@ -143,12 +146,9 @@ class ReplayRun:
             return
         for topic, data in payloads:  # a failing write is fatal: the output bag is closed as it is
             self._write(topic, frame.msg.timestamp, data)
-        if frame.gt_image_id is not None:
-            from orcnn_core.structures import prediction_to_results
-
-            self.results.extend(prediction_to_results(result.prediction, frame.gt_image_id,
-                                                      self.gt_index.seen[frame.gt_image_id],
-                                                      threshold=self.settings.analysis.mask_threshold))
+        if frame.gt_image_id is not None:  # what the message carries: layered masks and the graph
+            self.results.extend(frame_results(result.analysis, frame.gt_image_id,
+                                              self.gt_index.seen[frame.gt_image_id]))
         self._account(frame, result.analysis.graph, time.perf_counter() - started)
 
     def _frame_messages(self, frame: Frame) -> tuple[list, Any]:
