@@ -4,7 +4,8 @@ The node, the replay, ``orcnn predict`` and ``orcnn demo`` all publish the same 
 ``analyze`` binarises the masks once, computes their tight boxes once and the occlusion graph once,
 and hands the result (a ``FrameAnalysis``) to message building (``orcnn_ros.conversions``), to the
 overlay (``orcnn_core.viz``) and to the results JSON (``structures.prediction_to_results``), so none
-of them checks, binarises or analyses the masks again.
+of them checks, binarises or analyses the masks again. Given an aligned depth image (``DepthFrame``),
+the same call also places every instance in 3D (``orcnn_core.depth.instances3d``), once per frame.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Optional
 
 import numpy as np
 
+from orcnn_core.depth.depth_io import DepthError, DepthFrame
+from orcnn_core.depth.instances3d import Geometry3D, Geometry3DConfig, compute_geometry
 from orcnn_core.errors import InputError
 from orcnn_core.masks import binarize, mask_boxes
 from orcnn_core.occlusion import (
@@ -34,6 +37,7 @@ class AnalysisConfig:
     occluder_min_overlap: float = DEFAULT_MIN_OVERLAP
     occluder_min_pixels: int = DEFAULT_MIN_PIXELS
     min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION
+    geometry: Geometry3DConfig = field(default_factory=Geometry3DConfig)  # the 3D step, with depth
 
     def validate(self) -> None:
         """InputError naming the first field out of range."""
@@ -45,6 +49,7 @@ class AnalysisConfig:
             raise InputError(f"occluder_min_pixels must be >= 0, got {self.occluder_min_pixels}")
         if not 0.0 <= self.min_invisible_fraction <= 1.0:
             raise InputError(f"min_invisible_fraction must be in [0, 1], got {self.min_invisible_fraction}")
+        self.geometry.validate()
 
 
 @dataclass
@@ -59,6 +64,8 @@ class FrameAnalysis:
     visible_boxes: np.ndarray     # (N, 4) int64, likewise
     invisible_boxes: np.ndarray   # (N, 4) int64, likewise
     graph: OcclusionGraph = field(default_factory=OcclusionGraph)
+    geometry: Optional[Geometry3D] = None     # 3D per instance; None without (usable) depth
+    depth_error: Optional[DepthError] = None  # why the depth given was not usable (its ``cause``)
 
     def __len__(self) -> int:
         return len(self.prediction)
@@ -91,8 +98,11 @@ def _check_prediction(prediction: Prediction) -> None:
         raise InputError("Prediction.scores holds NaN or Inf")
 
 
-def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:
-    """Binary masks, their boxes and the occlusion graph of ``prediction``, each computed once."""
+def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None,
+            depth: Optional[DepthFrame] = None) -> FrameAnalysis:
+    """Binary masks, their boxes and the occlusion graph of ``prediction``, each computed once; with
+    ``depth``, also each instance's 3D (``geometry``), or, when that depth is unusable for this image
+    (other size, all holes, bad intrinsics), no 3D and the reason in ``depth_error``."""
     config = config or AnalysisConfig()
     _check_prediction(prediction)
     size = tuple(int(v) for v in prediction.image_size)
@@ -103,10 +113,19 @@ def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None) -> 
                                     min_overlap=config.occluder_min_overlap,
                                     min_pixels=config.occluder_min_pixels,
                                     min_invisible_fraction=config.min_invisible_fraction)
+    amodal_boxes, visible_boxes = mask_boxes(amodal).astype(np.int64), mask_boxes(visible).astype(np.int64)
+    geometry, depth_error = None, None
+    if depth is not None:
+        try:
+            depth.check(size)
+        except DepthError as exc:  # bad depth costs the frame its 3D, never the frame
+            depth_error = exc
+        else:
+            geometry = compute_geometry(visible, amodal, visible_boxes, amodal_boxes, depth, config.geometry)
     return FrameAnalysis(prediction=prediction, amodal_masks=amodal, visible_masks=visible,
-                         invisible_masks=invisible, amodal_boxes=mask_boxes(amodal).astype(np.int64),
-                         visible_boxes=mask_boxes(visible).astype(np.int64),
-                         invisible_boxes=mask_boxes(invisible).astype(np.int64), graph=graph)
+                         invisible_masks=invisible, amodal_boxes=amodal_boxes, visible_boxes=visible_boxes,
+                         invisible_boxes=mask_boxes(invisible).astype(np.int64), graph=graph,
+                         geometry=geometry, depth_error=depth_error)
 
 
 def as_analysis(frame: Prediction | FrameAnalysis, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:
