@@ -13,6 +13,7 @@ while configured with a message saying so. SIGINT and SIGTERM shut the node down
 
 from __future__ import annotations
 
+import array
 import sys
 from typing import Optional
 
@@ -232,7 +233,7 @@ class OrcnnNode(LifecycleNode):
             fields = point_cloud_fields(result.analysis)
             fields["fields"] = [PointField(name=n, offset=o, datatype=t, count=c)
                                 for n, o, t, c in fields["fields"]]
-            fields["data"] = fields["data"].tobytes()
+            fields["data"] = array.array("B", fields["data"].tobytes())  # rclpy's uint8[] type
             points_pub.publish(PointCloud2(header=result.instances.header, **fields))
 
     def _publish_diagnostics(self) -> None:

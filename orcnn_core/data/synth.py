@@ -309,8 +309,8 @@ def synthesize(out_dir: Union[str, Path], images: int, seed: int, classes: int =
 
     Scene ``i`` uses ``numpy.random.default_rng([seed, i])``, so output is byte-identical for the
     same arguments and any image can be regenerated alone. ``depth``: also ``out_dir/depth/NNNNNN.png``
-    with the camera and 3D truth in the annotations (``synth_depth``; with ``sensor``, as measured by
-    that sensor model), drawn from ``default_rng([seed, i, 1])`` so the colour output stays the same.
+    with the camera and 3D truth in the annotations (``synth_depth``; a ``sensor`` implies ``depth``: as
+    measured by that sensor model), drawn from ``default_rng([seed, i, 1])`` so the colour output stays the same.
     """
     if images < 0:
         raise DatasetError(f"number of images must be >= 0, got {images}")
@@ -324,7 +324,7 @@ def synthesize(out_dir: Union[str, Path], images: int, seed: int, classes: int =
         file_name = f"{index:06d}.png"
         write_png_rgb(image_dir / file_name, scene.image)
         record = scene_to_record(scene, index + 1, file_name, next_ann_id)
-        if depth:
+        if depth or sensor is not None:
             from orcnn_core.data.synth_depth import add_depth
 
             add_depth(out_dir, record, scene, np.random.default_rng([seed, index, 1]), sensor)

@@ -7,7 +7,7 @@ the results JSON of ``orcnn predict --depth``. Units: metres, the camera's optic
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -54,7 +54,7 @@ class Geometry3D:
     amodal_centroid: np.ndarray   # (N, 3) centroid of the whole object placed on its visible surface
     amodal_footprint: list        # N (K, 3) float32 outlines of the whole object on that surface
     points: list                  # N (K, 3) float32 inlier points of the visible surface (for clouds)
-    camera: CameraIntrinsics = field(default_factory=lambda: CameraIntrinsics(1.0, 1.0, 0.0, 0.0))
+    camera: CameraIntrinsics      # the camera the points were measured with
 
     def __len__(self) -> int:
         return int(self.has_3d.shape[0])
