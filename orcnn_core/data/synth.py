@@ -309,8 +309,9 @@ def synthesize(out_dir: Union[str, Path], images: int, seed: int, classes: int =
 
     Scene ``i`` uses ``numpy.random.default_rng([seed, i])``, so output is byte-identical for the
     same arguments and any image can be regenerated alone. ``depth``: also ``out_dir/depth/NNNNNN.png``
-    with the camera and 3D truth in the annotations (``synth_depth``; a ``sensor`` implies ``depth``: as
-    measured by that sensor model), drawn from ``default_rng([seed, i, 1])`` so the colour output stays the same.
+    with the camera and 3D truth in the annotations (``synth_depth``; a ``sensor`` implies ``depth``:
+    as measured by that sensor model), drawn from ``default_rng([seed, i, 1])`` so the colour output
+    stays the same.
     """
     if images < 0:
         raise DatasetError(f"number of images must be >= 0, got {images}")

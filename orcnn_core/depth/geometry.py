@@ -195,8 +195,9 @@ def footprint_on_plane(amodal_crop: np.ndarray, offset: tuple, surface: SurfaceE
     """(outline (K, 3) float32, centroid (3,)) of a whole object's mask placed on its visible surface.
 
     Every amodal pixel (every k-th of more than ``MAX_FOOTPRINT_POINTS``), hidden ones included, is
-    put where its ray meets the plane fitted to the visible surface; a plane seen nearly edge-on is replaced by the fronto-parallel plane through the
-    visible centroid. ``offset`` = (x0, y0) of the crop in the image.
+    put where its ray meets the plane fitted to the visible surface; a plane seen nearly edge-on is
+    replaced by the fronto-parallel plane through the visible centroid. ``offset`` = (x0, y0) of the
+    crop in the image.
     """
     x0, y0 = offset
     rows, cols = np.nonzero(amodal_crop)
