@@ -153,6 +153,20 @@ def test_stamps_that_never_match_process_frames_without_3d(tmp_path, monkeypatch
     assert all(i.has_3d == bool(with_3d) for a in arrays for i in a.instances)
 
 
+def test_frames_keep_their_depth_with_a_short_history_and_long_batches(tmp_path, monkeypatch, capsys):
+    """Depth recorded after its frame, batches of 4, room for only 2 depth images: each frame is paired
+    as soon as its depth is in, so none loses it to the bounded history while its batch fills."""
+    monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: FakePredictor())
+    monkeypatch.setattr(replay_run, "DEPTH_HISTORY", 2)
+    bag = depth_bag(tmp_path / "in", offset_ns=0, frames=6)
+    code, stdout = run_cli([bag, "--topic", "/image", "--out", tmp_path / "out", "--depth-topic", "/depth",
+                            "--camera-info-topic", "/info", "--batch-size", 4, "--summary-json",
+                            tmp_path / "s.json"], capsys)
+    assert code == 0, stdout
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["frames_with_3d"] == 6 and summary["no_3d_by_cause"] == {}
+
+
 def test_depth_option_and_topic_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(replay_run, "load_predictor", lambda *a, **k: FakePredictor())
     bag = depth_bag(tmp_path / "in", offset_ns=0, frames=1)

@@ -6,8 +6,9 @@ steps are the node's own (``AmodalPipeline``: decode with its size limit and per
 
 With ``--depth-topic`` / ``--camera-info-topic``, depth and camera_info are paired by stamp
 (``DepthInfoSynchronizer``) and each frame gets the depth nearest its stamp (``DepthPairing``, the
-node's rule). A batch waits until the depth stream has passed its newest frame's stamp (or
-``DEPTH_WAIT_S`` of bag time went by), so depth recorded after its colour frame is still used.
+node's rule). A frame is paired as soon as the depth stream has passed its stamp (+ slop), and a
+batch waits for that (or for ``DEPTH_WAIT_S`` of bag time), so depth recorded after its colour frame
+is still used and no frame's depth has left the bounded history by the time it is paired.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ class Frame:
     prediction: Any = None
     gt_image_id: Optional[int] = None
     seconds: float = 0.0  # processing time so far (decode, inference share, messages, write)
+    depth: Any = None                  # the DepthSample paired with it (with --depth-topic)
+    depth_cause: Optional[str] = None  # "" paired, else why not; None: not paired yet
 
     @property
     def stamp_ns(self) -> int:
@@ -85,12 +88,14 @@ class ReplayRun:
         depth_topics = (self.opts.depth_topic, self.opts.camera_info_topic)
         if self.depth_pairing is not None and msg.topic in depth_topics:
             self._feed_depth(msg)
+            self._pair_depth()
         if msg.topic == self.opts.topic and msg.index % self.opts.every == 0:
             self.summary.frames_selected += 1
             frame = self._decode(msg)
             if frame is not None:
                 self._pending.append(frame)
                 self._queue.append(("frame", frame))
+                self._pair_depth()
         if not self._pending or (len(self._pending) >= self.opts.batch_size and self._depth_settled(msg)):
             self.flush()
 
@@ -109,16 +114,26 @@ class ReplayRun:
         else:
             self._depth_sync.add_info(ros_msg)
 
+    def _pair_depth(self, force: bool = False) -> None:
+        """Pair each waiting frame with depth once the depth stream has passed its stamp (+ slop): no
+        nearer depth can come after that. ``force``: pair every waiting frame now (batch time)."""
+        if self.depth_pairing is None:
+            return
+        latest = self.depth_pairing.latest_stamp_ns()
+        slop_ns = round(self.opts.depth_slop * 1e9)
+        for frame in self._pending:
+            passed = latest is not None and latest >= frame.stamp_ns + slop_ns
+            if frame.depth_cause is None and (force or passed):
+                frame.depth, frame.depth_cause = self.depth_pairing.match(frame.stamp_ns)
+
     def _depth_settled(self, msg: BagMessage) -> bool:
-        """True when the newest pending frame can be paired: depth up to its stamp (+ slop) is in, or
-        ``DEPTH_WAIT_S`` of bag time passed since it was received. Always true without depth."""
+        """True when the newest pending frame is paired with depth, or ``DEPTH_WAIT_S`` of bag time
+        passed since it was received. Always true without depth."""
         if self.depth_pairing is None:
             return True
         newest = self._pending[-1]
-        latest = self.depth_pairing.latest_stamp_ns()
-        if latest is not None and latest >= newest.stamp_ns + round(self.opts.depth_slop * 1e9):
-            return True
-        return msg.timestamp - newest.msg.timestamp >= DEPTH_WAIT_S * 1e9
+        waited = msg.timestamp - newest.msg.timestamp >= DEPTH_WAIT_S * 1e9
+        return newest.depth_cause is not None or waited
 
     def _decode(self, msg: BagMessage) -> Optional[Frame]:
         started = time.perf_counter()
@@ -155,6 +170,7 @@ class ReplayRun:
     def flush(self) -> None:
         """Predict the pending frames, then write everything queued in receive order."""
         if self._pending:
+            self._pair_depth(force=True)
             self._predict(self._pending)
         for kind, item in self._queue:
             if kind == "copy":
@@ -207,10 +223,8 @@ class ReplayRun:
 
     def _frame_messages(self, frame: Frame) -> tuple[list, Any]:
         """Serialized (topic, bytes) of one frame's results (the node's ``finish``) and the FrameResult."""
-        depth, depth_cause = (self.depth_pairing.match(frame.stamp_ns) if self.depth_pairing is not None
-                              else (None, ""))
         result = self.pipeline.finish(frame.image, frame.prediction, frame.header, self.opts.overlay,
-                                      self.settings, depth, depth_cause)
+                                      self.settings, frame.depth, frame.depth_cause or "")
         payloads = [(self.opts.instances_topic, messages.serialize(result.instances,
                                                                    messages.INSTANCE_ARRAY_TYPE))]
         if result.overlay is not None:
