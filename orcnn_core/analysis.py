@@ -7,17 +7,22 @@ masks once, computes their tight boxes once and the occlusion graph once, and ha
 ``FrameAnalysis``) to message building (``orcnn_ros.conversions``), to the overlay
 (``orcnn_core.viz``) and to the results JSON (``frame_results``), so none of them checks, binarises
 or analyses the masks again. With the layering off (``LayeringConfig(enabled=False)``) the model's
-raw masks are published and their graph may hold cycles.
+raw masks are published and their graph may hold cycles. Given an aligned depth image
+(``DepthFrame``), the same call also places every instance in 3D (``orcnn_core.depth.instances3d``)
+and lets the depth along shared boundaries weigh in the layering's front/behind decisions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
+from orcnn_core.depth.depth_io import DepthError, DepthFrame
+from orcnn_core.depth.evidence import depth_term
+from orcnn_core.depth.instances3d import Geometry3D, Geometry3DConfig, compute_geometry
 from orcnn_core.errors import InputError
 from orcnn_core.layering import LayeringConfig, SceneLayering, layer_prediction
 from orcnn_core.layering.crops import AMODAL, INVISIBLE, VISIBLE
@@ -41,6 +46,7 @@ class AnalysisConfig:
     occluder_min_pixels: int = DEFAULT_MIN_PIXELS
     min_invisible_fraction: float = DEFAULT_MIN_INVISIBLE_FRACTION
     layering: LayeringConfig = field(default_factory=LayeringConfig)
+    geometry: Geometry3DConfig = field(default_factory=Geometry3DConfig)  # the 3D step, with depth
 
     def layering_config(self) -> LayeringConfig:
         """The layering's config with this analysis's mask threshold and occluder rule (one source)."""
@@ -59,6 +65,7 @@ class AnalysisConfig:
             raise InputError(f"occluder_min_pixels must be >= 0, got {self.occluder_min_pixels}")
         if not 0.0 <= self.min_invisible_fraction <= 1.0:
             raise InputError(f"min_invisible_fraction must be in [0, 1], got {self.min_invisible_fraction}")
+        self.geometry.validate()
 
 
 @dataclass
@@ -74,7 +81,8 @@ class FrameAnalysis:
     invisible_boxes: np.ndarray   # (N, 4) int64, likewise
     graph: OcclusionGraph = field(default_factory=OcclusionGraph)
     layering: Optional[SceneLayering] = None  # None when the layering is off
-    depth: Any = None                           # reserved for the per-instance 3D (issue 15)
+    geometry: Optional[Geometry3D] = None     # 3D per instance; None without (usable) depth
+    depth_error: Optional[DepthError] = None  # why the depth given was not usable (its ``cause``)
 
     def __len__(self) -> int:
         return len(self.prediction)
@@ -107,40 +115,65 @@ def _check_prediction(prediction: Prediction) -> None:
         raise InputError("Prediction.scores holds NaN or Inf")
 
 
-def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:
+def analyze(prediction: Prediction, config: Optional[AnalysisConfig] = None,
+            depth: Optional[DepthFrame] = None) -> FrameAnalysis:
     """Layering (when on), binary masks, their boxes and the occlusion graph of ``prediction``, each
-    computed once. The analysis's ``prediction`` is the layered one (duplicates removed, masks
-    following the front-to-back order)."""
+    computed once; the analysis's ``prediction`` is the layered one (duplicates removed, masks
+    following the front-to-back order). With ``depth``, also each instance's 3D (``geometry``) and
+    depth evidence in the layering, or, when that depth is unusable for this image (other size, all
+    holes, bad intrinsics), neither, and the reason in ``depth_error``."""
     config = config or AnalysisConfig()
     _check_prediction(prediction)
     size = tuple(int(v) for v in prediction.image_size)
     amodal = _binary_stack(prediction.amodal_masks, config.mask_threshold, "amodal_masks", size)
     visible = _binary_stack(prediction.visible_masks, config.mask_threshold, "visible_masks", size)
     invisible = _binary_stack(prediction.invisible_masks, config.mask_threshold, "invisible_masks", size)
+    depth_error = None
+    if depth is not None:
+        try:
+            depth.check(size)
+        except DepthError as exc:  # bad depth costs the frame its 3D, never the frame
+            depth, depth_error = None, exc
     if config.layering.enabled:
         binary = dataclasses.replace(prediction, amodal_masks=amodal, visible_masks=visible,
                                      invisible_masks=invisible)
-        layered, layering = layer_prediction(binary, config.layering_config())
-        crops = layering.crops
-        return FrameAnalysis(prediction=layered, amodal_masks=layered.amodal_masks,
-                             visible_masks=layered.visible_masks, invisible_masks=layered.invisible_masks,
-                             amodal_boxes=crops.tight_boxes(AMODAL).astype(np.int64),
-                             visible_boxes=crops.tight_boxes(VISIBLE).astype(np.int64),
-                             invisible_boxes=crops.tight_boxes(INVISIBLE).astype(np.int64),
-                             graph=layering.occlusion_graph(layered.scores), layering=layering)
-    graph = compute_occlusion_graph((amodal, visible, invisible), prediction.scores,
-                                    min_overlap=config.occluder_min_overlap,
-                                    min_pixels=config.occluder_min_pixels,
-                                    min_invisible_fraction=config.min_invisible_fraction)
+        evidence = ()  # with depth, the nearer surface along a shared boundary weighs in too
+        if depth is not None and config.layering.depth_weight > 0:
+            evidence = ((config.layering.depth_weight, depth_term(depth.depth_m)),)
+        prediction, layering = layer_prediction(binary, config.layering_config(), pair_evidence=evidence)
+        amodal, visible = prediction.amodal_masks, prediction.visible_masks
+        invisible, crops = prediction.invisible_masks, layering.crops
+        amodal_boxes = crops.tight_boxes(AMODAL).astype(np.int64)
+        visible_boxes = crops.tight_boxes(VISIBLE).astype(np.int64)
+        invisible_boxes = crops.tight_boxes(INVISIBLE).astype(np.int64)
+        graph = layering.occlusion_graph(prediction.scores)
+    else:
+        layering = None
+        amodal_boxes, visible_boxes, invisible_boxes = (mask_boxes(m).astype(np.int64)
+                                                        for m in (amodal, visible, invisible))
+        graph = compute_occlusion_graph((amodal, visible, invisible), prediction.scores,
+                                        min_overlap=config.occluder_min_overlap,
+                                        min_pixels=config.occluder_min_pixels,
+                                        min_invisible_fraction=config.min_invisible_fraction)
+    geometry = None
+    if depth is not None:
+        geometry = compute_geometry(visible, amodal, visible_boxes, amodal_boxes, depth, config.geometry)
     return FrameAnalysis(prediction=prediction, amodal_masks=amodal, visible_masks=visible,
-                         invisible_masks=invisible, amodal_boxes=mask_boxes(amodal).astype(np.int64),
-                         visible_boxes=mask_boxes(visible).astype(np.int64),
-                         invisible_boxes=mask_boxes(invisible).astype(np.int64), graph=graph)
+                         invisible_masks=invisible, amodal_boxes=amodal_boxes, visible_boxes=visible_boxes,
+                         invisible_boxes=invisible_boxes, graph=graph, layering=layering,
+                         geometry=geometry, depth_error=depth_error)
 
 
-def frame_results(frame: FrameAnalysis, image_id: int, file_name: str = "") -> list[dict]:
-    """Results-JSON entries of an analysed frame: its published masks and its graph fields."""
-    return prediction_to_results(frame.prediction, image_id, file_name, occlusion=frame.graph)
+def frame_results(frame: FrameAnalysis, image_id: int, file_name: str = "",
+                  with_3d: bool = False) -> list[dict]:
+    """Results-JSON entries of an analysed frame: its published masks and its graph fields, and with
+    ``with_3d`` each instance's ``geometry_3d`` (``{"has_3d": false}`` when the frame has no 3D)."""
+    entries = prediction_to_results(frame.prediction, image_id, file_name, occlusion=frame.graph)
+    if with_3d or frame.geometry is not None:
+        for i, entry in enumerate(entries):
+            entry["geometry_3d"] = ({"has_3d": False} if frame.geometry is None
+                                    else frame.geometry.instance_json(i))
+    return entries
 
 
 def as_analysis(frame: Prediction | FrameAnalysis, config: Optional[AnalysisConfig] = None) -> FrameAnalysis:

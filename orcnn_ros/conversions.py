@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import array
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from orcnn_core.analysis import FrameAnalysis
 from orcnn_core.data.image_decode import ImageDecodeError, check_image_size, decode_image
+from orcnn_core.depth.instances3d import Geometry3D
 from orcnn_core.errors import InputError
 from orcnn_core.occlusion import OcclusionGraph
 from orcnn_core.structures import Prediction
@@ -38,14 +39,20 @@ class MessageFactories:
     instance: type
     image: type
     roi: type
+    point: type                                      # geometry_msgs/Point
+    vector3: type                                    # geometry_msgs/Vector3
+    polygon: type                                    # geometry_msgs/Polygon
+    point32: type                                    # geometry_msgs/Point32
     byte_array: Callable[[np.ndarray], Any]         # uint8 data -> value of a ``uint8[]`` field
     uint32_array: Callable[[Sequence[int]], Any]    # -> value of a ``uint32[]`` field
     float32_array: Callable[[Sequence[float]], Any]  # -> value of a ``float32[]`` field
 
     @classmethod
-    def for_rclpy(cls, instance_array: type, instance: type, image: type, roi: type) -> MessageFactories:
+    def for_rclpy(cls, instance_array: type, instance: type, image: type, roi: type, *, point: type,
+                  vector3: type, polygon: type, point32: type) -> MessageFactories:
         """Factories for rclpy-generated classes: array fields take ``array.array`` (fast path)."""
-        return cls(instance_array=instance_array, instance=instance, image=image, roi=roi,
+        return cls(instance_array=instance_array, instance=instance, image=image, roi=roi, point=point,
+                   vector3=vector3, polygon=polygon, point32=point32,
                    byte_array=lambda a: array.array("B", np.ascontiguousarray(a, np.uint8).tobytes()),
                    uint32_array=lambda v: array.array("I", [int(x) for x in v]),
                    float32_array=lambda v: array.array("f", [float(x) for x in v]))
@@ -147,9 +154,32 @@ def roi_fields(box: Sequence[float]) -> dict:
             "width": max(x1 - x0, 0), "do_rectify": False}
 
 
+def geometry_fields(geometry: Optional[Geometry3D], i: int, factories: MessageFactories) -> dict:
+    """The 3D fields of ``AmodalInstance`` for instance ``i`` (zeros, ``has_3d`` false, without 3D)."""
+    has_3d = geometry is not None and bool(geometry.has_3d[i])
+    zero = np.zeros(3)
+
+    def xyz(kind: type, values: np.ndarray) -> Any:
+        x, y, z = (float(v) for v in (values[i] if has_3d else zero))
+        return kind(x=x, y=y, z=z)
+
+    outline = geometry.amodal_footprint[i].tolist() if has_3d else []
+    return {
+        "has_3d": has_3d,
+        "visible_centroid": xyz(factories.point, geometry.visible_centroid if has_3d else None),
+        "surface_normal": xyz(factories.vector3, geometry.surface_normal if has_3d else None),
+        "visible_box_min": xyz(factories.point, geometry.visible_box_min if has_3d else None),
+        "visible_box_max": xyz(factories.point, geometry.visible_box_max if has_3d else None),
+        "valid_points": int(geometry.valid_points[i]) if has_3d else 0,
+        "amodal_centroid": xyz(factories.point, geometry.amodal_centroid if has_3d else None),
+        "amodal_footprint": factories.polygon(points=[factories.point32(x=x, y=y, z=z)
+                                                      for x, y, z in outline]),
+    }
+
+
 def build_instance_array(frame: FrameAnalysis, header: Any, factories: MessageFactories) -> Any:
     """``AmodalInstanceArray`` for one analysed image; masks cropped to the amodal mask's tight box,
-    mono8 0/255. The masks, boxes and graph are the analysis's own (nothing is recomputed here)."""
+    mono8 0/255. The masks, boxes, graph and 3D are the analysis's own (nothing is recomputed here)."""
     prediction, graph = frame.prediction, frame.graph
     height, width = frame.image_size
     amodal_boxes, visible_boxes = frame.amodal_boxes.tolist(), frame.visible_boxes.tolist()
@@ -175,6 +205,7 @@ def build_instance_array(frame: FrameAnalysis, header: Any, factories: MessageFa
             occluder_overlap=factories.float32_array(graph.occluder_overlap[i]),
             truncated=bool(graph.truncated[i]),
             layer=int(graph.layer[i]),
+            **geometry_fields(frame.geometry, i, factories),
         ))
     return factories.instance_array(header=header, image_width=width, image_height=height,
                                     instances=instances, pick_order=factories.uint32_array(graph.pick_order))

@@ -27,6 +27,13 @@ INSTANCE_ARRAY_TYPE = f"{PACKAGE}/msg/AmodalInstanceArray"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 ROI_TYPE = "sensor_msgs/msg/RegionOfInterest"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+POINT_CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+POINT_FIELD_TYPE = "sensor_msgs/msg/PointField"
+POINT_TYPE = "geometry_msgs/msg/Point"
+VECTOR3_TYPE = "geometry_msgs/msg/Vector3"
+POLYGON_TYPE = "geometry_msgs/msg/Polygon"
+POINT32_TYPE = "geometry_msgs/msg/Point32"
 HEADER_TYPE = "std_msgs/msg/Header"
 TIME_TYPE = "builtin_interfaces/msg/Time"
 
@@ -93,11 +100,21 @@ def make_compressed_image(header: Any, data: bytes, fmt: str = "jpeg") -> Any:
                                             data=np.frombuffer(bytes(data), dtype=np.uint8))
 
 
+def make_camera_info(header: Any, camera: Any, height: int, width: int) -> Any:
+    """A rosbags ``sensor_msgs/msg/CameraInfo`` of a rectified pinhole camera (``CameraIntrinsics``)."""
+    from orcnn_ros.depth_conversions import camera_info_fields
+
+    roi = msg_class(ROI_TYPE)(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return msg_class(CAMERA_INFO_TYPE)(header=header, binning_x=0, binning_y=0, roi=roi,
+                                       **camera_info_fields(camera, height, width))
+
+
 def rosbags_factories() -> MessageFactories:
     """Message classes and array adapters for building our messages as rosbags dataclasses."""
     return MessageFactories(
         instance_array=msg_class(INSTANCE_ARRAY_TYPE), instance=msg_class(INSTANCE_TYPE),
-        image=msg_class(IMAGE_TYPE), roi=msg_class(ROI_TYPE),
+        image=msg_class(IMAGE_TYPE), roi=msg_class(ROI_TYPE), point=msg_class(POINT_TYPE),
+        vector3=msg_class(VECTOR3_TYPE), polygon=msg_class(POLYGON_TYPE), point32=msg_class(POINT32_TYPE),
         byte_array=lambda a: np.ascontiguousarray(a, dtype=np.uint8).reshape(-1),
         uint32_array=lambda v: np.asarray(v, dtype=np.uint32).reshape(-1),
         float32_array=lambda v: np.asarray(v, dtype=np.float32).reshape(-1),

@@ -1,7 +1,9 @@
 """The rclpy lifecycle node: a thin shell around ``AmodalPipeline`` (the only module importing rclpy).
 
 configure: read and validate parameters, load the model, create publishers.
-activate:  subscribe (newest frame only) and start the worker thread and the diagnostics timer.
+activate:  subscribe (newest frame only; with ``depth``, also the depth image + camera_info through a
+           message_filters synchroniser feeding ``DepthPairing``) and start the worker thread and
+           the diagnostics timer.
 deactivate / cleanup / shutdown: undo those, each transition logged in one line.
 Parameters are declared with descriptors (ranges, read-only) and checked when set
 (``orcnn_ros.params.check_update``): live ones apply to the next frame, the others are refused
@@ -11,11 +13,13 @@ while configured with a message saying so. SIGINT and SIGTERM shut the node down
 
 from __future__ import annotations
 
+import array
 import sys
 from typing import Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Point32, Polygon, Vector3
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -26,11 +30,13 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField, RegionOfInterest
 
 from orcnn_core.engine.predictor import load_predictor
 from orcnn_core.errors import OrcnnError
 from orcnn_ros.conversions import MessageFactories
+from orcnn_ros.depth_conversions import point_cloud_fields
+from orcnn_ros.depth_pairing import DepthPairing
 from orcnn_ros.msg import AmodalInstance, AmodalInstanceArray
 from orcnn_ros.params import (
     NODE_NAME,
@@ -45,6 +51,8 @@ from orcnn_ros.shutdown import ShutdownSignal, spin_until_shutdown
 
 INSTANCES_TOPIC = "amodal/instances"
 OVERLAY_TOPIC = "amodal/overlay"
+POINTS_TOPIC = "amodal/points"
+DEPTH_SYNC_QUEUE = 10  # depth images and camera_infos kept while waiting for their partner
 DIAGNOSTICS_TOPIC = "/diagnostics"
 # Outputs are reliable so that both reliable (rviz, planners) and best-effort subscribers match.
 OUTPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
@@ -80,9 +88,12 @@ class OrcnnNode(LifecycleNode):
         self.pipeline: Optional[AmodalPipeline] = None
         self.worker: Optional[PipelineWorker] = None
         self._subscription = None
+        self._depth_subscriptions: list = []
+        self._depth_sync = None
         self._diagnostics_timer = None
         self._instances_pub = None
         self._overlay_pub = None
+        self._points_pub = None
         self._diagnostics_pub = None
 
     def _read_params(self) -> NodeParams:
@@ -118,13 +129,17 @@ class OrcnnNode(LifecycleNode):
         except OrcnnError as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        factories = MessageFactories.for_rclpy(AmodalInstanceArray, AmodalInstance, Image, RegionOfInterest)
+        factories = MessageFactories.for_rclpy(AmodalInstanceArray, AmodalInstance, Image, RegionOfInterest,
+                                               point=Point, vector3=Vector3, polygon=Polygon, point32=Point32)
+        pairing = DepthPairing(self.params.depth_slop_s) if self.params.depth else None
         self.pipeline = AmodalPipeline(predictor, factories, self.params.frame_settings(),
-                                       logger=self.get_logger())
+                                       logger=self.get_logger(), depth_pairing=pairing)
         self.worker = PipelineWorker(self.pipeline, self._publish, self._overlay_wanted)
         self._instances_pub = self.create_lifecycle_publisher(AmodalInstanceArray, INSTANCES_TOPIC,
                                                               OUTPUT_QOS)
         self._overlay_pub = self.create_lifecycle_publisher(Image, OVERLAY_TOPIC, OUTPUT_QOS)
+        if self.params.depth:
+            self._points_pub = self.create_lifecycle_publisher(PointCloud2, POINTS_TOPIC, OUTPUT_QOS)
         self._diagnostics_pub = self.create_lifecycle_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         bundled = "" if self.params.weights or self.params.model_config else "the bundled demo model "
         self.get_logger().info(f"configured: {bundled}{predictor.source} on {predictor.device}, "
@@ -140,10 +155,29 @@ class OrcnnNode(LifecycleNode):
         msg_type = Image if params.input == "raw" else CompressedImage
         self.worker.start()
         self._subscription = self.create_subscription(msg_type, params.topic, self.worker.submit, qos)
+        depth_note = self._subscribe_depth(reliability) if params.depth else ""
         self._diagnostics_timer = self.create_timer(params.diagnostics_period_s, self._publish_diagnostics)
         self.get_logger().info(f"activated: subscribed to '{self._subscription.topic_name}' "
-                               f"({params.qos_reliability}, depth {params.qos_depth})")
+                               f"({params.qos_reliability}, depth {params.qos_depth}){depth_note}")
         return super().on_activate(state)
+
+    def _subscribe_depth(self, reliability: ReliabilityPolicy) -> str:
+        """Depth image + camera_info through a message_filters synchroniser into the pipeline's pairing."""
+        import message_filters
+
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=DEPTH_SYNC_QUEUE, reliability=reliability)
+        depth_topic, info_topic = self.params.depth_topics
+        subscriptions = [message_filters.Subscriber(self, Image, depth_topic, qos_profile=qos),
+                         message_filters.Subscriber(self, CameraInfo, info_topic, qos_profile=qos)]
+        slop = self.params.depth_slop_s
+        if slop > 0:
+            sync = message_filters.ApproximateTimeSynchronizer(subscriptions, DEPTH_SYNC_QUEUE, slop)
+        else:
+            sync = message_filters.TimeSynchronizer(subscriptions, DEPTH_SYNC_QUEUE)
+        sync.registerCallback(self.pipeline.depth_pairing.add)
+        self._depth_subscriptions, self._depth_sync = subscriptions, sync
+        names = " + ".join(f"'{sub.sub.topic_name}'" for sub in subscriptions)
+        return f", depth from {names} (stamps within {slop:g} s)"
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         """Stop taking frames; publishers go inactive."""
@@ -168,6 +202,9 @@ class OrcnnNode(LifecycleNode):
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
+        for subscription in self._depth_subscriptions:
+            self.destroy_subscription(subscription.sub)
+        self._depth_subscriptions, self._depth_sync = [], None
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
             self._diagnostics_timer = None
@@ -175,10 +212,10 @@ class OrcnnNode(LifecycleNode):
             self.get_logger().warning("pipeline worker did not stop within 5 s")
 
     def _release(self) -> None:
-        for pub in (self._instances_pub, self._overlay_pub, self._diagnostics_pub):
+        for pub in (self._instances_pub, self._overlay_pub, self._points_pub, self._diagnostics_pub):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
-        self._instances_pub = self._overlay_pub = self._diagnostics_pub = None
+        self._instances_pub = self._overlay_pub = self._points_pub = self._diagnostics_pub = None
         self.pipeline = self.worker = None
 
     # -- per frame -----------------------------------------------------------------------------
@@ -190,6 +227,14 @@ class OrcnnNode(LifecycleNode):
         self._instances_pub.publish(result.instances)
         if result.overlay is not None:
             self._overlay_pub.publish(result.overlay)
+        points_pub = self._points_pub
+        if (self.params.publish_points and points_pub is not None and result.analysis.geometry is not None
+                and points_pub.get_subscription_count() > 0):
+            fields = point_cloud_fields(result.analysis)
+            fields["fields"] = [PointField(name=n, offset=o, datatype=t, count=c)
+                                for n, o, t, c in fields["fields"]]
+            fields["data"] = array.array("B", fields["data"].tobytes())  # rclpy's uint8[] type
+            points_pub.publish(PointCloud2(header=result.instances.header, **fields))
 
     def _publish_diagnostics(self) -> None:
         if self.pipeline is None:

@@ -56,6 +56,9 @@ class NodeParams:
     diagnostics_period_s: float = 1.0  # /diagnostics publishing period
     autostart: bool = True             # configure + activate at startup
     image_max_side: int = 4096         # skip frames whose longer side exceeds this (pixels)
+    depth: bool = False                # also subscribe to depth/image + depth/camera_info: 3D per instance
+    depth_slop_s: float = 0.02         # largest stamp difference of a colour frame and its depth (0: equal)
+    publish_points: bool = True        # publish amodal/points (labelled visible points) while subscribed
 
     def validate(self) -> None:
         """Check types and ranges; a ConfigError names the parameter at fault."""
@@ -78,6 +81,11 @@ class NodeParams:
             value = getattr(self, name)
             if value and not Path(value).expanduser().is_file():
                 raise ConfigError(f"parameter '{name}': file not found: {value}")
+
+    @property
+    def depth_topics(self) -> tuple[str, str]:
+        """The aligned depth image and camera_info topics (relative, remapped by the launch file)."""
+        return "depth/image", "depth/camera_info"
 
     @property
     def topic(self) -> str:
@@ -160,6 +168,13 @@ PARAMETERS: dict[str, ParamSpec] = {
     "diagnostics_period_s": ParamSpec(LIVE, "/diagnostics period in seconds", 0.01, 3600.0),
     "autostart": ParamSpec(STARTUP, "configure and activate when the node starts"),
     "image_max_side": ParamSpec(LIVE, "skip frames whose longer side exceeds this (pixels)", 32, 65536),
+    "depth": ParamSpec(CONFIGURE, "subscribe to an aligned depth image (depth/image, 16UC1 mm or 32FC1 m) "
+                                  "and depth/camera_info: 3D per instance"),
+    "depth_slop_s": ParamSpec(CONFIGURE, "largest stamp difference (s) of a colour frame and the depth "
+                                         "paired with it, and of depth and camera_info; 0: equal stamps",
+                              0.0, 1.0),
+    "publish_points": ParamSpec(LIVE, "publish amodal/points (labelled visible 3D points) while someone "
+                                      "subscribes (needs depth)"),
 }
 
 

@@ -8,6 +8,11 @@ cause, counts every one and returns None. Every per-frame setting comes from one
 node's live parameters), so a frame never sees half an update. ``LatestFrameSlot`` +
 ``PipelineWorker`` give newest-frame-only processing on a worker thread: a frame arriving before the
 previous one was taken replaces it.
+
+Depth (optional): with a ``DepthPairing``, each frame is paired with the synchronised depth image +
+camera_info nearest its stamp (within the slop) when it is processed, and ``finish`` adds every
+instance's 3D. Depth that is missing or unusable costs the frame its 3D, never the frame: the cause
+is counted (``no_3d[<cause>]`` in the diagnostics) and logged once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from orcnn_core.analysis import FrameAnalysis, analyze
+from orcnn_core.depth.depth_io import DepthError
 from orcnn_core.errors import CauseCounter
 from orcnn_core.structures import Prediction
 from orcnn_core.viz import draw_overlay
@@ -35,6 +41,8 @@ from orcnn_ros.conversions import (
     make_image_msg,
     rgb_image_fields,
 )
+from orcnn_ros.depth_conversions import depth_frame_from_msgs
+from orcnn_ros.depth_pairing import DepthPairing, DepthSample, stamp_ns
 from orcnn_ros.params import FrameSettings
 
 LATENCY_WINDOW = 200  # frames kept for the latency statistics
@@ -56,6 +64,9 @@ class FrameResult:
     instances: Any                 # AmodalInstanceArray of the factories' flavour
     analysis: FrameAnalysis        # the published masks, boxes and occlusion graph
     overlay: Optional[Any] = None  # rgb8 Image message, only when asked for
+    depth_expected: bool = False   # depth was given or looked for: a frame without 3D is worth counting
+    no_3d_cause: str = ""          # why a frame with depth expected has no 3D ("" when it has)
+    no_3d_message: str = ""        # the same in words, for the log
 
     @property
     def prediction(self) -> Prediction:
@@ -81,15 +92,19 @@ class AmodalPipeline:
     """Per-frame logic of the node: message in, AmodalInstanceArray (+ overlay) out."""
 
     def __init__(self, predictor: BatchPredictor, factories: MessageFactories,
-                 settings: Optional[FrameSettings] = None, logger: Optional[Any] = None):
+                 settings: Optional[FrameSettings] = None, logger: Optional[Any] = None,
+                 depth_pairing: Optional[DepthPairing] = None):
         self.predictor = predictor
         self.factories = factories
+        self.depth_pairing = depth_pairing  # None: no depth, frames are processed as before
         self._settings = settings or FrameSettings()
         self.log = logger if logger is not None else logging.getLogger(__name__)
         self._lock = threading.Lock()  # counters are read by the diagnostics timer thread
         self.processed = 0
         self.dropped = 0
         self.skipped_by_cause = CauseCounter()
+        self.frames_with_3d = 0
+        self.no_3d_by_cause = CauseCounter()  # frames processed without 3D although depth was expected
         self._skipped_at_last_report = 0
         self._latencies_ms: collections.deque = collections.deque(maxlen=LATENCY_WINDOW)
 
@@ -121,19 +136,32 @@ class AmodalPipeline:
                                             max_instances=settings.max_instances)[0]
 
     def finish(self, image: np.ndarray, prediction: Prediction, header: Any, want_overlay: bool = False,
-               settings: Optional[FrameSettings] = None) -> FrameResult:
-        """The steps after the model for one frame: class names, analysis, messages, overlay.
+               settings: Optional[FrameSettings] = None, depth: Optional[DepthSample] = None,
+               depth_cause: str = "") -> FrameResult:
+        """The steps after the model for one frame: class names, analysis (with 3D from ``depth``),
+        messages, overlay. ``depth_cause``: why a frame that should have depth has none (pairing).
 
         Shared by ``process`` (one frame) and the batched replay (after ``predict_batch``). It raises
         on failure and counts nothing: counting and logging are the caller's.
         """
         settings = settings or self._settings
-        analysis = analyze(rename_classes(prediction, settings.class_names), settings.analysis)
+        depth_frame, depth_error = None, None
+        if depth is not None:
+            try:
+                depth_frame = depth_frame_from_msgs(depth.depth, depth.info)
+            except DepthError as exc:  # unusable depth: the frame goes on without 3D
+                depth_error = exc
+        analysis = analyze(rename_classes(prediction, settings.class_names), settings.analysis, depth_frame)
         instances = build_instance_array(analysis, header, self.factories)
         overlay = None
         if want_overlay:
             overlay = make_image_msg(self.factories, header, rgb_image_fields(draw_overlay(image, analysis)))
-        return FrameResult(instances, analysis, overlay)
+        error = depth_error or analysis.depth_error
+        cause = error.cause if error is not None else depth_cause
+        message = str(error) if error is not None else f"no depth paired with this frame ({depth_cause})"
+        expected = depth is not None or bool(depth_cause)
+        return FrameResult(instances, analysis, overlay, depth_expected=expected, no_3d_cause=cause,
+                           no_3d_message=message if cause else "")
 
     def process(self, msg: Any, want_overlay: bool = False) -> Optional[FrameResult]:
         """Decode, predict and finish one frame; a bad frame is logged once per cause, counted: None."""
@@ -141,7 +169,11 @@ class AmodalPipeline:
         settings = self._settings  # one snapshot for the whole frame
         try:
             image = self.decode(msg, settings)
-            result = self.finish(image, self.predict(image, settings), msg.header, want_overlay, settings)
+            prediction = self.predict(image, settings)
+            # Paired after inference, so that depth arriving while the model ran is used.
+            depth, depth_cause = (self.depth_pairing.match(stamp_ns(msg.header))
+                                  if self.depth_pairing is not None else (None, ""))
+            result = self.finish(image, prediction, msg.header, want_overlay, settings, depth, depth_cause)
         except ImageInputError as exc:
             self.report_bad_frame(exc.cause, str(exc))
             return None
@@ -151,7 +183,21 @@ class AmodalPipeline:
         with self._lock:
             self.processed += 1
             self._latencies_ms.append((time.perf_counter() - start) * 1000.0)
+        self.count_depth(result)
         return result
+
+    def count_depth(self, result: FrameResult) -> None:
+        """Count a processed frame with 3D, or without it by cause (the first of each cause logged)."""
+        if not result.depth_expected:
+            return
+        with self._lock:
+            if not result.no_3d_cause:
+                self.frames_with_3d += 1
+                return
+            first = self.no_3d_by_cause.add(result.no_3d_cause)
+        if first:
+            self.log.warning(f"frame processed without 3D ({result.no_3d_cause}): {result.no_3d_message}; "
+                             "later frames with this cause are only counted (see /diagnostics)")
 
     def report_bad_frame(self, cause: str, message: str, error: bool = False) -> None:
         """Count a skipped frame under ``cause``; log only the first one of each cause."""
@@ -193,6 +239,10 @@ class AmodalPipeline:
                       "frames_skipped": str(skipped), "latency_mean_ms": f"{mean:.1f}",
                       "latency_p95_ms": f"{p95:.1f}"}
             values.update({f"skipped[{cause}]": str(n) for cause, n in sorted(self.skipped_by_cause.items())})
+            if self.depth_pairing is not None:
+                values["frames_with_3d"] = str(self.frames_with_3d)
+                values["depth_received"] = str(self.depth_pairing.received)
+                values.update({f"no_3d[{cause}]": str(n) for cause, n in sorted(self.no_3d_by_cause.items())})
         if new_skips:
             return 1, f"{new_skips} bad frame(s) skipped since the last report", values
         return 0, "ok", values

@@ -31,3 +31,14 @@ def next_grasp(msg: Any, min_score: float = 0.5, max_occlusion: float = 0.3,
             continue
         return int(k)
     return None
+
+
+def grasp_target(msg: Any, k: int) -> Optional[tuple[tuple[float, float, float], tuple[float, float, float]]]:
+    """(position, approach direction) of instance ``k`` in metres in the camera's optical frame: its
+    visible centroid, and the direction a gripper moves in (into the surface, -surface_normal);
+    None when the instance has no 3D (no depth, or too few valid depth pixels on it)."""
+    inst = msg.instances[int(k)]
+    if not inst.has_3d:
+        return None
+    c, n = inst.visible_centroid, inst.surface_normal
+    return (float(c.x), float(c.y), float(c.z)), (-float(n.x), -float(n.y), -float(n.z))

@@ -73,7 +73,9 @@ def recorded_fields():
 
     factories = MessageFactories(instance_array=factory("AmodalInstanceArray"),
                                  instance=factory("AmodalInstance"), image=factory("Image"),
-                                 roi=factory("RegionOfInterest"),
+                                 roi=factory("RegionOfInterest"), point=factory("Point"),
+                                 vector3=factory("Vector3"), polygon=factory("Polygon"),
+                                 point32=factory("Point32"),
                                  byte_array=lambda a: ("array", "uint8[]"),
                                  uint32_array=lambda v: ("array", "uint32[]"),
                                  float32_array=lambda v: ("array", "float32[]"))
@@ -108,11 +110,29 @@ def test_rosidl_parses_and_fields_match_the_conversion_code(path):
         assert expected_python(ros_type)(value), f"{path.name}: {name} ({ros_type}) got {value!r}"
 
 
+def test_message_dependencies_are_declared_for_colcon():
+    """Every package our .msg files use is a <depend> of package.xml and a DEPENDENCIES of the CMake call."""
+    types = [t for path in MSG_FILES for t, _ in parse_with_rosidl(path) if "/" in t]
+    used = {t.split("/")[0] for t in types} - {"orcnn_ros"}
+    package = (REPO / "package.xml").read_text()
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    dependencies = cmake.split("DEPENDENCIES", 1)[1].split(")", 1)[0].split()
+    assert used == {"std_msgs", "sensor_msgs", "geometry_msgs"}
+    for name in used:
+        assert f"<depend>{name}</depend>" in package and name in dependencies
+        assert f"find_package({name} REQUIRED)" in cmake
+
+
 def test_rosidl_types_are_the_documented_ones():
     types = {name: t for t, name in parse_with_rosidl(REPO / "msg" / "AmodalInstance.msg")}
     assert types["amodal_roi"] == "sensor_msgs/RegionOfInterest"
     assert {types[m] for m in ("amodal_mask", "visible_mask", "invisible_mask")} == {"sensor_msgs/Image"}
     assert (types["occluder_ids"], types["occluder_overlap"]) == ("uint32[]", "float32[]")
+    assert (types["has_3d"], types["valid_points"]) == ("bool", "uint32")
+    points = ("visible_centroid", "visible_box_min", "visible_box_max", "amodal_centroid")
+    assert {types[name] for name in points} == {"geometry_msgs/Point"}
+    assert types["surface_normal"] == "geometry_msgs/Vector3"
+    assert types["amodal_footprint"] == "geometry_msgs/Polygon"
     array_types = {name: t for t, name in parse_with_rosidl(REPO / "msg" / "AmodalInstanceArray.msg")}
     assert array_types["header"] == "std_msgs/Header"
     assert array_types["instances"] == "orcnn_ros/AmodalInstance[]"

@@ -172,7 +172,8 @@ def test_rclpy_style_factories_use_typed_arrays():
             super().__init__(**kwargs)
             built.append(self)
 
-    factories = MessageFactories.for_rclpy(Record, Record, Record, Record)
+    factories = MessageFactories.for_rclpy(Record, Record, Record, Record, point=Record, vector3=Record,
+                                           polygon=Record, point32=Record)
     pred = make_prediction()
     msg = build_instance_array(analyze(pred), SimpleNamespace(frame_id="x"), factories)
     assert isinstance(msg.pick_order, array.array) and msg.pick_order.typecode == "I"
@@ -231,7 +232,8 @@ def test_instance_array_from_rclpy_style_messages_converts_back():
         pass
 
     pred = make_prediction()
-    factories = MessageFactories.for_rclpy(Record, Record, Record, Record)
+    factories = MessageFactories.for_rclpy(Record, Record, Record, Record, point=Record, vector3=Record,
+                                           polygon=Record, point32=Record)
     msg = build_instance_array(analyze(pred), SimpleNamespace(frame_id="x"), factories)
     assert_same_prediction(instance_array_to_prediction(msg), pred)
 

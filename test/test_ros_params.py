@@ -112,7 +112,8 @@ def test_launch_file_declares_the_documented_arguments():
     tree = ast.parse((REPO / "launch" / "orcnn.launch.py").read_text())
     declared = [node.args[0].value for node in ast.walk(tree)
                 if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DeclareLaunchArgument"]
-    assert declared == ["image_topic", "weights", "config", "device", "namespace", "use_sim_time"]
+    assert declared == ["image_topic", "weights", "config", "device", "namespace", "use_sim_time", "depth",
+                        "depth_topic", "camera_info_topic"]
     assert declared == documented_names("### Launch arguments")
     calls = {getattr(n.func, "id", "") for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert "LifecycleNode" in calls

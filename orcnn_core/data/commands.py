@@ -29,11 +29,15 @@ def _print_stats(annotations, title: str) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     """``orcnn synth``: write procedural scenes and print their statistics."""
     from orcnn_core.data.synth import synthesize
+    from orcnn_core.data.synth_depth import SensorModel
 
+    depth = args.depth or args.depth_sensor
     annotations = synthesize(args.out, images=args.images, seed=args.seed, classes=args.classes,
-                             size=args.size, occlusion=args.occlusion, min_visible_fraction=args.min_visible)
+                             size=args.size, occlusion=args.occlusion, min_visible_fraction=args.min_visible,
+                             depth=depth, sensor=SensorModel() if args.depth_sensor else None)
+    kind = ", depth with the sensor model" if args.depth_sensor else ", exact depth" if depth else ""
     _print_stats(annotations, f"synthetic scenes in {args.out} (seed {args.seed}, "
-                              f"occlusion {args.occlusion})")
+                              f"occlusion {args.occlusion}{kind})")
     return 0
 
 
@@ -89,6 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--occlusion", choices=("low", "mid", "high"), default="mid")
     p.add_argument("--min-visible", type=float, default=0.1,
                    help="drop instances whose visible area is below this fraction of the amodal area")
+    p.add_argument("--depth", action="store_true",
+                   help="also write depth/NAME.png (uint16 mm) with the camera and each object's 3D truth "
+                        "in the annotations (docs/data.md, RGB-D scenes)")
+    p.add_argument("--depth-sensor", action="store_true",
+                   help="depth as a depth camera measures it: noise, quantisation, holes and flying pixels "
+                        "at edges (implies --depth)")
     p.set_defaults(func=run_synth)
 
     p = subparsers.add_parser("convert",

@@ -15,6 +15,8 @@ from orcnn_core.structures import ImageRecord
 
 PROJECT_FORMAT = "orcnn"
 FORMAT_VERSION = 1
+# Optional per-image keys written when a record has them: RGB-D scenes (orcnn_core/data/synth_depth.py).
+IMAGE_EXTRA_KEYS = ("camera", "depth_file")
 
 
 def read_json(path: Path) -> Any:
@@ -85,6 +87,13 @@ def annotation_to_json(ann: Any, image_id: Any) -> dict:
     return entry
 
 
+def _image_entry(record: ImageRecord) -> dict:
+    entry = {"id": record.image_id, "file_name": record.file_name, "height": int(record.height),
+             "width": int(record.width)}
+    entry.update({key: record.extra[key] for key in IMAGE_EXTRA_KEYS if key in record.extra})
+    return entry
+
+
 def write_annotations(annotations_or_records: Union[AmodalAnnotations, Sequence[ImageRecord]],
                       categories: Optional[Sequence[dict]], out_path: Union[str, Path], *,
                       image_root: Union[str, Path, None] = None) -> Path:
@@ -111,8 +120,7 @@ def write_annotations(annotations_or_records: Union[AmodalAnnotations, Sequence[
     data = {
         "info": {"format": PROJECT_FORMAT, "version": FORMAT_VERSION,
                  "image_root": root_field.replace(os.sep, "/")},
-        "images": [{"id": r.image_id, "file_name": r.file_name, "height": int(r.height),
-                    "width": int(r.width)} for r in records],
+        "images": [_image_entry(r) for r in records],
         "annotations": [annotation_to_json(a, r.image_id) for r in records for a in r.annotations],
         "categories": [{"id": int(c["id"]), "name": str(c["name"])} for c in categories],
     }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ from orcnn_core.data.io import write_annotations
 from orcnn_core.data.records import AmodalAnnotations, annotations_from_masks
 from orcnn_core.errors import DatasetError
 from orcnn_core.structures import ImageRecord
+
+if TYPE_CHECKING:
+    from orcnn_core.data.synth_depth import SensorModel
 
 
 @dataclass(frozen=True)
@@ -300,11 +303,15 @@ def scene_to_record(scene: Scene, image_id: int, file_name: str, first_annotatio
 
 def synthesize(out_dir: Union[str, Path], images: int, seed: int, classes: int = 6,
                size: tuple = (640, 480), occlusion: str = "mid",
-               min_visible_fraction: float = 0.1) -> AmodalAnnotations:
+               min_visible_fraction: float = 0.1, depth: bool = False,
+               sensor: Optional[SensorModel] = None) -> AmodalAnnotations:
     """Write ``images`` scenes as ``out_dir/images/NNNNNN.png`` + ``out_dir/annotations.json``.
 
     Scene ``i`` uses ``numpy.random.default_rng([seed, i])``, so output is byte-identical for the
-    same arguments and any image can be regenerated alone.
+    same arguments and any image can be regenerated alone. ``depth``: also ``out_dir/depth/NNNNNN.png``
+    with the camera and 3D truth in the annotations (``synth_depth``; a ``sensor`` implies ``depth``:
+    as measured by that sensor model), drawn from ``default_rng([seed, i, 1])`` so the colour output
+    stays the same.
     """
     if images < 0:
         raise DatasetError(f"number of images must be >= 0, got {images}")
@@ -318,6 +325,10 @@ def synthesize(out_dir: Union[str, Path], images: int, seed: int, classes: int =
         file_name = f"{index:06d}.png"
         write_png_rgb(image_dir / file_name, scene.image)
         record = scene_to_record(scene, index + 1, file_name, next_ann_id)
+        if depth or sensor is not None:
+            from orcnn_core.data.synth_depth import add_depth
+
+            add_depth(out_dir, record, scene, np.random.default_rng([seed, index, 1]), sensor)
         next_ann_id += len(record.annotations)
         records.append(record)
     cats = categories(classes)

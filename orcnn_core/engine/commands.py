@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gt", default=None, help="annotation file: take image ids from it by file name")
     p.add_argument("--no-layering", dest="layering", action="store_false",
                    help="write the model's raw masks and graph instead of the scene layering")
+    p.add_argument("--depth", default=None, metavar="DIR",
+                   help="aligned depth PNGs (uint16 mm, DIR/NAME.png per image NAME): 3D per instance in "
+                        "the results (geometry_3d); needs --camera")
+    p.add_argument("--camera", default=None, metavar="CAMERA.json",
+                   help='intrinsics: {"fx", "fy", "cx", "cy"} (pixels), or an `orcnn synth --depth` '
+                        "annotation file (per-image camera)")
     p.set_defaults(func=_predict)
 
     p = subparsers.add_parser("demo", help="run the bundled model on synthetic scenes: overlays + results")
@@ -79,7 +85,8 @@ def _predict(args: argparse.Namespace) -> int:
     summary = predict_folder(args.images, args.out, weights=args.weights, viz_dir=args.viz,
                              batch_size=args.batch_size, device=args.device,
                              score_threshold=args.score_threshold, gt=args.gt,
-                             analysis=_analysis(args.layering))
+                             analysis=_analysis(args.layering), depth_dir=args.depth,
+                             camera_file=args.camera)
     print(summary.format(Path(args.out)))
     if summary.skipped:  # the good images' results are written: a warning, not a failure
         print(f"orcnn predict: warning: {sum(summary.skipped.values())} image(s) skipped "

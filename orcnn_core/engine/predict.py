@@ -4,6 +4,10 @@ A long run must not die on one bad file: an image that cannot be read, is too la
 for the model, or makes the model fail is skipped and counted by cause; every good image's
 results are written (atomically: the file is the old one or the whole new one). The run fails
 (exit 2) only when no image at all could be used.
+
+With ``--depth DIR --camera FILE`` each image's aligned depth (``DIR/NAME.png``) places every instance in
+3D: a ``geometry_3d`` entry per result (``Geometry3D.instance_json``). An image whose depth is missing
+or unusable keeps its 2D results with ``{"has_3d": false}``, counted by cause.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from orcnn_core.errors import CauseCounter, DatasetError, OrcnnError
+from orcnn_core.errors import CauseCounter, ConfigError, DatasetError, OrcnnError
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +33,19 @@ class PredictSummary:
     images_done: int = 0
     instances: int = 0
     skipped: CauseCounter = field(default_factory=CauseCounter)
+    depth: bool = False           # --depth was given
+    images_with_3d: int = 0
+    no_3d: CauseCounter = field(default_factory=CauseCounter)  # images done without 3D, by cause
 
     def format(self, out: Path) -> str:
         """One line for the user; names the skip causes when there were any."""
         line = f"{self.images_done} of {self.images_found} image(s), {self.instances} instance(s) -> {out}"
         if self.skipped:
             line += f"; skipped {sum(self.skipped.values())}: {self.skipped.format()}"
+        if self.depth:
+            line += f"; 3D for {self.images_with_3d} image(s)"
+            if self.no_3d:
+                line += f", without 3D: {self.no_3d.format()}"
         return line
 
 
@@ -79,13 +90,14 @@ def ids_from_ground_truth(gt_path: str | Path) -> dict[str, int]:
 def predict_folder(images_dir: str | Path, out_json: str | Path, weights: Optional[str | Path] = None,
                    viz_dir: Optional[str | Path] = None, batch_size: int = 4, device: str = "auto",
                    score_threshold: Optional[float] = None, gt: Optional[str | Path] = None,
-                   analysis=None) -> PredictSummary:
+                   analysis=None, depth_dir: Optional[str | Path] = None,
+                   camera_file: Optional[str | Path] = None) -> PredictSummary:
     """Predict every usable image of a folder into a results JSON; DatasetError when none was usable.
 
     Image ids: from the ground truth's file names with ``gt`` (images it does not list are skipped),
     else the image's position in the sorted listing, from 1. Each frame is analysed with
     ``analysis`` (an ``AnalysisConfig``; default the node's, layering on), so the results are what
-    the node would publish.
+    the node would publish. ``depth_dir`` + ``camera_file``: 3D per instance (module docstring).
     """
     from orcnn_core.analysis import AnalysisConfig, analyze, frame_results
     from orcnn_core.data.images import list_images, write_png_rgb
@@ -94,6 +106,15 @@ def predict_folder(images_dir: str | Path, out_json: str | Path, weights: Option
     from orcnn_core.viz import READABLE_LONG_SIDE, draw_overlay
 
     folder = Path(images_dir)
+    if (depth_dir is None) != (camera_file is None):
+        raise ConfigError("--depth and --camera go together")
+    cameras = None
+    if camera_file is not None:
+        from orcnn_core.depth.camera import read_camera_file
+
+        cameras = read_camera_file(camera_file)
+        if not Path(depth_dir).is_dir():
+            raise DatasetError(f"--depth: folder not found: {depth_dir}")
     paths = list_images(folder)
     if not paths:
         raise DatasetError(f"--images: no image files in {folder}")
@@ -101,13 +122,27 @@ def predict_folder(images_dir: str | Path, out_json: str | Path, weights: Option
     gt_ids = ids_from_ground_truth(gt) if gt is not None else None
     predictor = load_predictor(weights, device=device, score_threshold=score_threshold)
     analysis = analysis or AnalysisConfig()
-    summary = PredictSummary(images_found=len(paths))
+    summary = PredictSummary(images_found=len(paths), depth=cameras is not None)
     results: list[dict] = []
     pending: list[tuple[int, str, np.ndarray]] = []
 
+    def depth_for(name: str, image: np.ndarray):
+        """The image's DepthFrame, or None (counted by cause) when its depth is missing or unusable."""
+        from orcnn_core.depth.depth_io import DepthError, load_depth_frame
+
+        try:
+            return load_depth_frame(depth_dir, name, cameras, image.shape[:2])
+        except DepthError as exc:  # the image keeps its 2D results
+            if summary.no_3d.add(exc.cause):
+                logger.warning("%s: no 3D: %s [%s]; further images with this cause are only counted",
+                               name, exc, exc.cause)
+            return None
+
     def finish(image_id: int, name: str, image: np.ndarray, prediction) -> None:
-        frame = analyze(prediction, analysis)
-        results.extend(frame_results(frame, image_id, name))
+        depth = depth_for(name, image) if cameras is not None else None
+        frame = analyze(prediction, analysis, depth=depth)
+        results.extend(frame_results(frame, image_id, name, with_3d=cameras is not None))
+        summary.images_with_3d += frame.geometry is not None
         if viz_dir is not None:
             overlay = draw_overlay(image, frame, min_long_side=READABLE_LONG_SIDE)
             write_png_rgb(Path(viz_dir) / Path(name).with_suffix(".png"), overlay)

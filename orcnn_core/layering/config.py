@@ -25,6 +25,7 @@ class LayeringConfig:
     hidden_weight: float = 1.0
     covered_weight: float = 0.0
     difference_weight: float = 1.0
+    depth_weight: float = 2.0             # depth along the shared boundary, when a depth image is given
     exact_order_limit: int = 12           # largest strongly connected component solved exactly
     cut_visible_by: str = "amodal"        # what of the instances in front removes visible pixels
     claim_shared: str = "unclaimed"       # where the front instance's amodal mask becomes visible over
@@ -51,7 +52,7 @@ class LayeringConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"layering.{name}: must be a number in [0, 1], got {value!r}")
-        for name in ("visible_weight", "hidden_weight", "covered_weight", "difference_weight",
+        for name in ("visible_weight", "hidden_weight", "covered_weight", "difference_weight", "depth_weight",
                      "min_edge_confidence", "unexplained_doubt"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0.0:

@@ -93,6 +93,17 @@ class ReplayOptions(GroundTruthOptions):
                                "the frames after its last result (evaluate the whole bag afterwards with "
                                "--eval-bag)")
     overlay_topic: str = option("--overlay-topic", default=OVERLAY_TOPIC, help="output topic of the overlays")
+    depth_topic: Optional[str] = option(
+        "--depth-topic", metavar="T", default=None,
+        help="aligned depth image topic (16UC1 mm or 32FC1 m, the colour image's size): 3D per instance; "
+             "needs --camera-info-topic")
+    camera_info_topic: Optional[str] = option(
+        "--camera-info-topic", metavar="T", default=None,
+        help="sensor_msgs/CameraInfo topic of the depth image (with --depth-topic)")
+    depth_slop: float = option(
+        "--depth-slop", type=float, metavar="S", default=0.0,
+        help="pair a frame with the depth whose stamp is at most S seconds away, and depth with camera_info "
+             "likewise (default 0: equal stamps)")
 
     def validate(self) -> None:
         """Raise InputError naming the first option that is out of range."""
@@ -115,6 +126,12 @@ class ReplayOptions(GroundTruthOptions):
                              "--eval-bag OUT_BAG --gt GT.json")
         if self.overlay and self.overlay_topic == self.instances_topic:
             raise InputError("--overlay-topic must differ from --instances-topic")
+        if (self.depth_topic is None) != (self.camera_info_topic is None):
+            raise InputError("--depth-topic and --camera-info-topic go together")
+        if not 0.0 <= self.depth_slop <= 1.0:
+            raise InputError(f"--depth-slop must be in [0, 1] seconds, got {self.depth_slop}")
+        if self.depth_topic is not None and len({self.topic, self.depth_topic, self.camera_info_topic}) < 3:
+            raise InputError("--topic, --depth-topic and --camera-info-topic must be three different topics")
         outputs = {self.instances_topic} | ({self.overlay_topic} if self.overlay else set())
         clash = outputs & set(self.copy_topics)
         if clash:

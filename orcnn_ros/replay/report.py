@@ -41,6 +41,9 @@ class ReplaySummary:
     interrupted: bool = False
     frames_without_gt: int = 0
     evaluation: Optional[dict] = None
+    depth: bool = False              # the run paired frames with depth (--depth-topic)
+    frames_with_3d: int = 0
+    no_3d_by_cause: CauseCounter = field(default_factory=CauseCounter)  # processed frames without 3D
 
     @property
     def frames_skipped(self) -> int:
@@ -80,6 +83,8 @@ class ReplaySummary:
                 "skipped_by_cause": dict(self.skipped_by_cause), "skipped_frames": self.skipped_frames,
                 "written": dict(self.written), "interrupted": self.interrupted,
                 "wall_seconds": self.wall_seconds, "frames_without_gt": self.frames_without_gt,
+                **({"frames_with_3d": self.frames_with_3d, "no_3d_by_cause": dict(self.no_3d_by_cause)}
+                   if self.depth else {}),
                 **self.stats(), "evaluation": self.evaluation}
 
     def format(self) -> str:
@@ -105,6 +110,10 @@ class ReplaySummary:
                   f"occluded instances {num(s['occluded_fraction'], '.1f', 100.0)}%, "
                   f"occluders per occluded instance {num(s['occluders_per_occluded'])}",
                   f"  written: {written}"]
+        if self.depth:
+            causes = ", ".join(f"{cause} {n}" for cause, n in sorted(self.no_3d_by_cause.items()))
+            lines.insert(-1, f"  3D: {self.frames_with_3d} frame(s) with depth"
+                             + (f"; without 3D by cause: {causes}" if causes else ""))
         if self.frames_without_gt:
             lines.append(f"  frames without ground truth (not evaluated): {self.frames_without_gt}")
         return "\n".join(lines)

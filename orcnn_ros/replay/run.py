@@ -3,10 +3,17 @@
 Works without ROS 2: bags are read and written with ``rosbags`` (``orcnn_ros.bagio``). The per-frame
 steps are the node's own (``AmodalPipeline``: decode with its size limit and per-cause errors, then
 ``finish``), so a replay publishes exactly what the node would for the same frames and settings.
+
+With ``--depth-topic`` / ``--camera-info-topic``, depth and camera_info are paired by stamp
+(``DepthInfoSynchronizer``) and each frame gets the depth nearest its stamp (``DepthPairing``, the
+node's rule). A frame is paired as soon as the depth stream has passed its stamp (+ slop), and a
+batch waits for that (or for ``DEPTH_WAIT_S`` of bag time), so depth recorded after its colour frame
+is still used and no frame's depth has left the bounded history by the time it is paired.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +28,17 @@ from orcnn_core.layering import LayeringConfig
 from orcnn_ros import messages
 from orcnn_ros.bagio import BagMessage, BagReader, BagWriter, copy_topic_info, prepare_output
 from orcnn_ros.conversions import ImageInputError
+from orcnn_ros.depth_pairing import DepthInfoSynchronizer, DepthPairing
 from orcnn_ros.params import FrameSettings
 from orcnn_ros.pipeline import AmodalPipeline
 from orcnn_ros.replay.ground_truth import GroundTruthIndex, header_stamp_ns, load_ground_truth
 from orcnn_ros.replay.options import ReplayOptions
 from orcnn_ros.replay.report import ReplaySummary, evaluate
+
+log = logging.getLogger("orcnn-replay")
+DEPTH_WAIT_S = 1.0    # bag time a batch waits for its depth before it is processed without
+DEPTH_HISTORY = 64    # depth pairs kept for matching (a second of 60 Hz depth)
+DEPTH_TYPES = {"depth": messages.IMAGE_TYPE, "camera_info": messages.CAMERA_INFO_TYPE}
 
 
 @dataclass
@@ -38,6 +51,8 @@ class Frame:
     prediction: Any = None
     gt_image_id: Optional[int] = None
     seconds: float = 0.0  # processing time so far (decode, inference share, messages, write)
+    depth: Any = None                  # the DepthSample paired with it (with --depth-topic)
+    depth_cause: Optional[str] = None  # "" paired, else why not; None: not paired yet
 
     @property
     def stamp_ns(self) -> int:
@@ -60,6 +75,12 @@ class ReplayRun:
         self.settings = frame_settings(opts)
         self.pipeline = AmodalPipeline(predictor, messages.rosbags_factories(), self.settings)
         self.results: list = []
+        self.depth_pairing: Optional[DepthPairing] = None
+        if opts.depth_topic is not None:
+            self.depth_pairing = DepthPairing(opts.depth_slop, DEPTH_HISTORY)
+            self._depth_sync = DepthInfoSynchronizer(self.depth_pairing.add, opts.depth_slop)
+            self._bad_depth_logged = False
+            summary.depth = True
         self._pending: list = []   # decoded frames waiting for a batch
         self._queue: list = []     # ("frame", Frame) | ("copy", BagMessage) in receive order
 
@@ -67,14 +88,55 @@ class ReplayRun:
         """Take one message of the input (image topic or copied topic) in receive order."""
         if msg.topic in self.opts.copy_topics:
             self._queue.append(("copy", msg))
+        depth_topics = (self.opts.depth_topic, self.opts.camera_info_topic)
+        if self.depth_pairing is not None and msg.topic in depth_topics:
+            self._feed_depth(msg)
+            self._pair_depth()
         if msg.topic == self.opts.topic and msg.index % self.opts.every == 0:
             self.summary.frames_selected += 1
             frame = self._decode(msg)
             if frame is not None:
                 self._pending.append(frame)
                 self._queue.append(("frame", frame))
-        if not self._pending or len(self._pending) >= self.opts.batch_size:
+                self._pair_depth()
+        if not self._pending or (len(self._pending) >= self.opts.batch_size and self._depth_settled(msg)):
             self.flush()
+
+    def _feed_depth(self, msg: BagMessage) -> None:
+        """A depth image or camera_info message into the synchroniser; a malformed one is ignored."""
+        try:
+            ros_msg = messages.deserialize(bytes(msg.data), msg.msgtype)
+        except InputError as exc:
+            if not self._bad_depth_logged:
+                self._bad_depth_logged = True
+                log.warning("%s: ignoring a message that cannot be read (%s); frames without depth "
+                            "are processed without 3D", msg.topic, exc)
+            return
+        if msg.topic == self.opts.depth_topic:
+            self._depth_sync.add_depth(ros_msg)
+        else:
+            self._depth_sync.add_info(ros_msg)
+
+    def _pair_depth(self, force: bool = False) -> None:
+        """Pair each waiting frame with depth once the depth stream has passed its stamp (+ slop): no
+        nearer depth can come after that. ``force``: pair every waiting frame now (batch time)."""
+        if self.depth_pairing is None:
+            return
+        latest = self.depth_pairing.latest_stamp_ns()
+        slop_ns = round(self.opts.depth_slop * 1e9)
+        for frame in self._pending:
+            passed = latest is not None and latest >= frame.stamp_ns + slop_ns
+            if frame.depth_cause is None and (force or passed):
+                frame.depth, frame.depth_cause = self.depth_pairing.match(frame.stamp_ns)
+
+    def _depth_settled(self, msg: BagMessage) -> bool:
+        """True when the newest pending frame is paired with depth, or ``DEPTH_WAIT_S`` of bag time
+        passed since it was received. Always true without depth."""
+        if self.depth_pairing is None:
+            return True
+        newest = self._pending[-1]
+        waited = msg.timestamp - newest.msg.timestamp >= DEPTH_WAIT_S * 1e9
+        return newest.depth_cause is not None or waited
 
     def _decode(self, msg: BagMessage) -> Optional[Frame]:
         started = time.perf_counter()
@@ -111,6 +173,7 @@ class ReplayRun:
     def flush(self) -> None:
         """Predict the pending frames, then write everything queued in receive order."""
         if self._pending:
+            self._pair_depth(force=True)
             self._predict(self._pending)
         for kind, item in self._queue:
             if kind == "copy":
@@ -150,11 +213,18 @@ class ReplayRun:
             self.results.extend(frame_results(result.analysis, frame.gt_image_id,
                                               self.gt_index.seen[frame.gt_image_id]))
         self._account(frame, result.analysis.graph, time.perf_counter() - started)
+        if result.depth_expected:
+            if result.no_3d_cause:
+                if self.summary.no_3d_by_cause.add(result.no_3d_cause):
+                    log.warning("frame %d processed without 3D (%s): %s; further frames with this cause are "
+                                "only counted", frame.msg.index, result.no_3d_cause, result.no_3d_message)
+            else:
+                self.summary.frames_with_3d += 1
 
     def _frame_messages(self, frame: Frame) -> tuple[list, Any]:
         """Serialized (topic, bytes) of one frame's results (the node's ``finish``) and the FrameResult."""
         result = self.pipeline.finish(frame.image, frame.prediction, frame.header, self.opts.overlay,
-                                      self.settings)
+                                      self.settings, frame.depth, frame.depth_cause or "")
         payloads = [(self.opts.instances_topic, messages.serialize(result.instances,
                                                                    messages.INSTANCE_ARRAY_TYPE))]
         if result.overlay is not None:
@@ -187,6 +257,23 @@ def _window(reader: BagReader, opts: ReplayOptions) -> tuple[Optional[int], Opti
     return start, end
 
 
+def _check_depth_topics(reader: BagReader, opts: ReplayOptions) -> list:
+    """The depth and camera_info topics to read (none without --depth-topic); InputError naming a topic
+    the bag lacks or holds with another type."""
+    if opts.depth_topic is None:
+        return []
+    wanted = {"depth": ("--depth-topic", opts.depth_topic), "camera_info": ("--camera-info-topic",
+                                                                              opts.camera_info_topic)}
+    for kind, (flag, topic) in wanted.items():
+        info = reader.topics.get(topic)
+        if info is None:
+            raise InputError(f"{flag} {topic}: bag {opts.bag} has no such topic "
+                             f"(topics: {', '.join(sorted(reader.topics))})")
+        if info.msgtype != DEPTH_TYPES[kind]:
+            raise InputError(f"{flag} {topic}: holds {info.msgtype}, expected {DEPTH_TYPES[kind]}")
+    return [opts.depth_topic, opts.camera_info_topic]
+
+
 def _resume_point(opts: ReplayOptions) -> Optional[int]:
     """Receive time (ns) of the last message a killed run left in ``opts.out``; its inputs up to then
     are done. Messages are written in receive order, so every earlier input is in the bag too."""
@@ -217,6 +304,7 @@ def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
                 raise InputError(f"--copy-topic {topic}: bag {opts.bag} has no such topic "
                                  f"(topics: {', '.join(sorted(reader.topics))})")
             copy_infos.append(reader.topics[topic])
+        depth_topics = _check_depth_topics(reader, opts)
         dataset, gt_index = (load_ground_truth(opts.gt, opts.gt_key, opts.image_map, opts.bag)
                              if opts.gt else (None, None))
         if predictor is None:
@@ -236,7 +324,7 @@ def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
             for copy_info in copy_infos:
                 copy_topic_info(writer, copy_info, store)
             run = ReplayRun(opts, predictor, writer, summary, gt_index)
-            topics = list(dict.fromkeys([opts.topic, *opts.copy_topics]))
+            topics = list(dict.fromkeys([opts.topic, *opts.copy_topics, *depth_topics]))
             bar = tqdm(total=info.count, unit="frame", desc="replay", disable=None if opts.progress else True)
             try:
                 for msg in reader.messages(topics):
