@@ -379,3 +379,20 @@ def test_cli_bad_input_is_exit_2_with_one_line(tmp_path, capsys, command):
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith(f"orcnn {argv[0]}: error: ") and "bad.json" in err[0]
     assert not (tmp_path / "o.json").exists()
+
+
+def test_modal_coco_reader_validates_masks(tmp_path):
+    from orcnn_core.data.modal import load_modal_coco
+
+    data = base_file()
+    for ann in data["annotations"]:
+        ann.pop("visible_mask")
+        ann.pop("invisible_mask", None)
+    path = write(tmp_path, data, "modal.json")
+    assert [i.id for i in load_modal_coco(path).instances[7]] == [4, 5]
+    data["annotations"][1]["segmentation"] = [[1, 1, 9, 1, 2 ** 63, 9]]
+    with pytest.raises(DatasetError, match=r"modal\.json, image 7, annotation 5: 'segmentation': polygon 0 "):
+        load_modal_coco(write(tmp_path, data, "modal.json"))
+    data["annotations"][1]["segmentation"] = {"size": [H, W], "counts": [5, 5]}
+    with pytest.raises(DatasetError, match="annotation 5: 'segmentation': counts: runs add up to 10"):
+        load_modal_coco(write(tmp_path, data, "modal.json"))

@@ -1,8 +1,10 @@
 """The loaded-dataset container and the one builder that turns raw masks into ``AmodalAnnotation``.
 
-Every reader goes through ``build_annotation`` so that the checks (visible inside amodal, sizes,
-polygons) and the derived fields (invisible mask, boxes, occlusion rate) are computed one way.
-Work stays on RLEs where the masks agree; full masks are decoded only to compute a difference.
+Every reader collects ``RawAnnotation``s and goes through ``build_annotations`` so that the checks
+(every mask and box validated in one batch before pycocotools sees it, visible inside amodal, the
+invisible mask exactly amodal AND NOT visible) and the derived fields (invisible mask, boxes,
+occlusion rate) are computed one way. Work stays on RLEs where the masks agree; full masks are
+decoded only to compute a difference. The field checks of COCO files live in ``coco_fields``.
 """
 
 from __future__ import annotations
@@ -63,14 +65,6 @@ class AmodalAnnotations:
 def empty_rle(height: int, width: int) -> dict:
     """Compressed RLE of an all-zero HxW mask (made from its one run; no mask is allocated)."""
     return mask_ops.from_counts([int(height) * int(width)], height, width)
-
-
-def to_rle(segm: Any, height: int, width: int, where: Where, what: str) -> dict:
-    """Any segmentation value to compressed RLE, validated; a bad one is a DatasetError naming ``what``."""
-    try:
-        return mask_ops.segmentation_to_rle(segm, height, width)
-    except mask_ops.MaskFormatError as exc:
-        raise where.error(f"{what}: {exc}") from exc
 
 
 def _box(rle: dict, area: int, given: Optional[tuple]) -> tuple:
