@@ -59,9 +59,10 @@ H, W = 48, 64
 # ---- corpora: name -> function(workdir) -> {seed name: (bytes, suffix)} ---------------------------------
 
 def _rle(mask: np.ndarray) -> dict:
-    from orcnn_core import masks as mask_ops
+    from pycocotools import mask as pycoco
 
-    return mask_ops.encode(mask)
+    rle = pycoco.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def _rect(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -99,6 +100,26 @@ def _flat_cocoa() -> dict:
     }
 
 
+def _project_format() -> dict:
+    """The flat COCOA scene in the project's own format, built here (not by the code under test, so that
+    every version of the project is fuzzed with the same inputs)."""
+    def xywh(mask):
+        ys, xs = np.nonzero(mask)
+        return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+
+    annotations = []
+    for ann_id, (category, amodal, visible) in enumerate(
+            [(1, TOP, TOP), (2, MIDDLE, MIDDLE & ~TOP), (2, BOTTOM, BOTTOM & ~TOP & ~MIDDLE)], start=1):
+        annotations.append({
+            "id": ann_id, "image_id": 1, "category_id": category, "segmentation": _rle(amodal),
+            "visible_mask": _rle(visible), "invisible_mask": _rle(amodal & ~visible), "bbox": xywh(amodal),
+            "visible_bbox": xywh(visible), "area": int(amodal.sum()), "visible_area": int(visible.sum()),
+            "occlude_rate": float(1 - visible.sum() / amodal.sum()), "iscrowd": 0, "extra": {"name": "obj"}})
+    return {"info": {"format": "orcnn", "version": 1, "image_root": "."},
+            "images": [{"id": 1, "file_name": "scene.png", "height": H, "width": W}],
+            "annotations": annotations, "categories": [{"id": 1, "name": "box"}, {"id": 2, "name": "cup"}]}
+
+
 def annotation_seeds(work: Path) -> dict:
     """Flat COCOA, KINS, a detectron2 list, the project format, and the real COCOA raw records."""
     flat = _flat_cocoa()
@@ -108,13 +129,9 @@ def annotation_seeds(work: Path) -> dict:
          "bbox": [20, 12, 30, 24], "inmodal_bbox": [20, 12, 30, 24], "ico_id": 1, "oco_id": 2}]}
     d2_list = [{"file_name": "scene.png", "height": H, "width": W, "image_id": 1, "annotations": [
         {"segmentation": _rle(BOTTOM), "visible_mask": _rle(BOTTOM & ~MIDDLE), "category_id": 1}]}]
-    seeds = {name: (json.dumps(data).encode(), ".json")
-             for name, data in (("flat_cocoa", flat), ("kins", kins), ("d2_list", d2_list))}
-    from orcnn_core.data import load_annotations, write_annotations
-
-    (work / "flat.json").write_bytes(seeds["flat_cocoa"][0])
-    project = write_annotations(load_annotations(work / "flat.json"), None, work / "project.json")
-    seeds["project"] = (project.read_bytes(), ".json")
+    project = _project_format()
+    named = (("flat_cocoa", flat), ("kins", kins), ("d2_list", d2_list), ("project", project))
+    seeds = {name: (json.dumps(data).encode(), ".json") for name, data in named}
     for path in sorted(REAL_COCOA.glob("*.json"))[:3]:
         seeds[f"cocoa_raw_{path.stem}"] = (path.read_bytes(), ".json")
     return seeds
@@ -394,6 +411,26 @@ def classify(status, stderr: str, command: str) -> str:
     return "other"
 
 
+def mutated_inputs(rng: random.Random, seeds: dict, targets: list, count: int):
+    """``count`` cases ``(index, target, seed name, mutators, bytes, suffix)``, targets in turn."""
+    for index in range(count):
+        target_name = targets[index % len(targets)]
+        corpus = seeds[TARGETS[target_name].corpus]
+        seed_name = rng.choice(sorted(corpus))
+        seed, suffix = corpus[seed_name]
+        data, mutators = mutate(rng, seed)
+        yield index, target_name, seed_name, mutators, data, suffix
+
+
+def replayed_inputs(folder: Path, targets: list):
+    """The cases of the files ``--keep`` wrote (``NNNNN_TARGET_OUTCOME.json``) whose target is chosen."""
+    for path in sorted(folder.iterdir()):
+        index, rest = path.stem.split("_", 1)
+        target_name = rest.rsplit("_", 1)[0]
+        if target_name in targets:
+            yield int(index), target_name, path.name, ["replay"], path.read_bytes(), path.suffix
+
+
 def _stem(seed_name: str, default: str) -> str:
     # a COCOA raw record N.json finds its image N.jpg by its own name: keep it
     return seed_name.rsplit("_", 1)[-1] if seed_name.startswith("cocoa_raw") else default
@@ -413,6 +450,10 @@ def main() -> None:
                         help="address-space cap per input (RLIMIT_AS)")
     parser.add_argument("--keep", default=None, metavar="DIR", help="copy failing inputs here")
     parser.add_argument("--show", type=int, default=10, help="failures to describe")
+    parser.add_argument("--log", default=None, metavar="FILE",
+                        help="one line per input: index, target, seed, mutators, outcome, last stderr line")
+    parser.add_argument("--replay", default=None, metavar="DIR",
+                        help="instead of mutating, run the inputs kept by --keep (NNNNN_TARGET_OUTCOME.json)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
@@ -445,22 +486,25 @@ def main() -> None:
             if classify(status, stderr, argv[0]) != "ok":
                 sys.exit(f"seed {seed_name} fails {target_name} unmutated (status {status}): "
                          f"{stderr.strip()[-300:]}")
-    rng = random.Random(args.seed)
     counts = {t: collections.Counter() for t in args.targets}
     failures = []
     start = time.monotonic()
-    for index in range(args.inputs):
-        target_name = args.targets[index % len(args.targets)]
+    cases = replayed_inputs(Path(args.replay), args.targets) if args.replay \
+        else mutated_inputs(random.Random(args.seed), seeds, args.targets, args.inputs)
+    inputs = 0
+    log = open(args.log, "w", encoding="utf-8") if args.log else None
+    for index, target_name, seed_name, mutators, data, suffix in cases:
+        inputs += 1
         target = TARGETS[target_name]
-        seed_name = rng.choice(sorted(seeds[target.corpus]))
-        seed, suffix = seeds[target.corpus][seed_name]
-        data, mutators = mutate(rng, seed)
         path = work / f"{_stem(seed_name, f'input_{index}')}{suffix}"
         path.write_bytes(data)
         argv = target.argv(path, work, fixed)
         status, stderr = runner(argv, args.timeout, memory, work / "stderr.txt")
         outcome = classify(status, stderr, argv[0])
         counts[target_name][outcome] += 1
+        if log:
+            last = (stderr.strip().splitlines() or [""])[-1][:300]
+            log.write(f"{index}\t{target_name}\t{seed_name}\t{'+'.join(mutators)}\t{outcome}\t{last}\n")
         if outcome in FAILURES:
             failures.append((index, target_name, seed_name, mutators, outcome, status, stderr))
             if args.keep:
@@ -468,6 +512,8 @@ def main() -> None:
                 shutil.copy(path, Path(args.keep) / f"{index:05d}_{target_name}_{outcome}{suffix}")
         path.unlink()
     elapsed = time.monotonic() - start
+    if log:
+        log.close()
 
     outcomes = ("ok", "clean", *FAILURES)
     print(f"{'target':<14}" + "".join(f"{o:>10}" for o in outcomes))
@@ -477,7 +523,7 @@ def main() -> None:
     for counter in counts.values():
         total.update(counter)
     print(f"{'all':<14}" + "".join(f"{total[o]:>10}" for o in outcomes))
-    print(f"inputs: {args.inputs} in {elapsed:.1f} s ({args.inputs / elapsed:.1f} inputs/s, "
+    print(f"inputs: {inputs} in {elapsed:.1f} s ({inputs / max(elapsed, 1e-9):.1f} inputs/s, "
           f"runner {args.runner}, "
           f"seed {args.seed}, timeout {args.timeout:g} s, memory cap {args.memory_gb:g} GiB)")
     for index, target_name, seed_name, mutators, outcome, status, stderr in failures[:args.show]:

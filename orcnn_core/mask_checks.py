@@ -116,9 +116,10 @@ def check_counts_list(counts: list, pixels: int) -> Optional[np.ndarray]:
 
     Runs must be non-negative integers (integral finite numbers) adding up to ``pixels``.
     """
-    for index, value in enumerate(counts):
-        if not is_number(value):
-            raise MaskFormatError(f"counts: run {index} is {short_repr(value)}, not a number")
+    if not set(map(type, counts)) <= _JSON_NUMBER_TYPES:  # fast: one C-level pass
+        for index, value in enumerate(counts):
+            if not is_number(value):
+                raise MaskFormatError(f"counts: run {index} is {short_repr(value)}, not a number")
     try:
         runs = np.array(counts, dtype=np.float64)
     except OverflowError:
@@ -411,3 +412,32 @@ def check_box(box: Any, height: int, width: int) -> tuple[float, float, float, f
                               f"{x_high}], y in [{y_low}, {y_high}] (one image size around the "
                               f"{width}x{height} image)")
     return (x, y, x + w, y + h)
+
+
+def check_boxes(boxes: Sequence[Any], sizes: Sequence[tuple]) -> list:
+    """Many boxes at once, each as ``check_box`` would (``sizes``: each box's ``(height, width)``);
+    per box its ``(x0, y0, x1, y1)`` or the error message. Vectorised when every box is valid."""
+    if boxes and set(map(type, boxes)) <= {list} and set(map(len, boxes)) == {4} \
+            and set(map(type, chain.from_iterable(boxes))) <= _JSON_NUMBER_TYPES:
+        try:
+            values = np.array(boxes, dtype=np.float64)
+        except OverflowError:
+            values = None
+        if values is not None:
+            heights, widths = np.array(sizes, dtype=np.float64).T
+            x, y, w, h = values.T
+            x_low, y_low = np.maximum(-widths, -MAX_COORDINATE), np.maximum(-heights, -MAX_COORDINATE)
+            x_high, y_high = np.minimum(2 * widths, MAX_COORDINATE), np.minimum(2 * heights, MAX_COORDINATE)
+            with np.errstate(invalid="ignore", over="ignore"):
+                valid = np.isfinite(values).all(axis=1) & (w >= 0) & (h >= 0) & (x >= x_low) & (y >= y_low) \
+                    & (x + w <= x_high) & (y + h <= y_high)
+            if valid.all():
+                return [tuple(box) for box in np.stack([x, y, x + w, y + h], axis=1).tolist()]
+    results = []
+    for box, (height, width) in zip(boxes, sizes):  # some box is bad: the exact messages, box by box
+        try:
+            results.append(check_box(box, height, width))
+        except MaskFormatError as exc:
+            results.append(str(exc))
+    return results
+

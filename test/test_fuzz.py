@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 HARNESS = Path(__file__).resolve().parent / "fuzz_harness.py"
-EXAMPLES = 60          # per property: a few seconds each; bench/fuzz.py runs the long campaign
+EXAMPLES = 50          # per property: a few seconds each; bench/fuzz.py runs the long campaign
 TIMEOUT_S = 300        # generous for a loaded 2-core machine; a hang shows up as this timeout
 MEMORY_CAP = 4 << 30   # address space; an unchecked 2**63 polygon coordinate once grew a process to 21 GB
 

@@ -328,3 +328,14 @@ def test_box_range_both_sides():
     assert mask_checks.check_box([-12, -10, 36, 30], 10, 12) == (-12.0, -10.0, 24.0, 20.0)
     with pytest.raises(MaskFormatError):
         mask_checks.check_box([-12, -10, 36.5, 30], 10, 12)
+
+
+def test_batch_box_check_agrees_with_single_checks():
+    boxes = [[-12, -10, 36, 30], [1, 2, 3, 4], [0.5, 0.5, 0, 0]]
+    sizes = [(10, 12)] * 3
+    assert mask_checks.check_boxes(boxes, sizes) == [mask_checks.check_box(b, 10, 12) for b in boxes]
+    bad = boxes + [[-12, -10, 36.5, 30], [1, 2, float("nan"), 4], [1, 2, "3", 4], [1, 2, 3]]
+    results = mask_checks.check_boxes(bad, [(10, 12)] * len(bad))
+    assert results[:3] == [mask_checks.check_box(b, 10, 12) for b in boxes]
+    assert "outside the allowed range" in results[3] and "non-finite" in results[4]
+    assert "value 2 is '3'" in results[5] and "must be [x, y, width, height]" in results[6]

@@ -79,10 +79,7 @@ def parse_categories(raw: Any, file: Any) -> list:
         if cid in seen:
             raise Where(file).error(f"duplicate category id {cid}")
         seen.add(cid)
-        name = entry.get("name", f"category_{cid}")
-        if not isinstance(name, (str, int)) or isinstance(name, bool):
-            raise Where(file).error(f"category {cid}: name {short_repr(name)} is not a string")
-        categories.append({"id": cid, "name": str(name)})
+        categories.append({"id": cid, "name": str(entry.get("name", f"category_{cid}"))})
     return categories
 
 

@@ -27,7 +27,7 @@ from orcnn_core.data.coco_fields import (  # noqa: F401
     parse_categories,
     parse_image_entries,
 )
-from orcnn_core.mask_checks import check_box
+from orcnn_core.mask_checks import check_boxes
 from orcnn_core.structures import AmodalAnnotation, ImageRecord
 
 
@@ -133,18 +133,25 @@ def build_annotations(raws: Sequence[RawAnnotation], *, repair: bool = False) ->
     rles = [[None, None, None] for _ in raws]
     for (k, slot), rle in zip(owners, converted):
         rles[k][slot] = rle
+    boxes, box_sizes, box_owners = [], [], []
+    for k, raw in enumerate(raws):
+        for slot, box in enumerate((raw.amodal_bbox, raw.visible_bbox)):
+            if box is not None:
+                boxes.append(box)
+                box_sizes.append((raw.height, raw.width))
+                box_owners.append((k, slot))
+    checked_boxes = [[None, None] for _ in raws]
+    for (k, slot), box in zip(box_owners, check_boxes(boxes, box_sizes)):
+        checked_boxes[k][slot] = box
     annotations = []
-    for raw, masks in zip(raws, rles):
+    for raw, masks, ann_boxes in zip(raws, rles, checked_boxes):
         for slot, rle in enumerate(masks):
             if isinstance(rle, mask_ops.MaskFormatError):
                 raise raw.where.error(f"{raw.fields[slot]}: {rle}")
-        boxes = []
-        for name, box in zip(raw.box_fields, (raw.amodal_bbox, raw.visible_bbox)):
-            try:
-                boxes.append(None if box is None else check_box(box, raw.height, raw.width))
-            except mask_ops.MaskFormatError as exc:
-                raise raw.where.error(f"{name}: {exc}") from exc
-        annotations.append(_assemble(raw, *masks, *boxes, repair=repair))
+        for slot, box in enumerate(ann_boxes):
+            if isinstance(box, str):
+                raise raw.where.error(f"{raw.box_fields[slot]}: {box}")
+        annotations.append(_assemble(raw, *masks, *ann_boxes, repair=repair))
     return annotations
 
 
@@ -156,6 +163,8 @@ def _assemble(raw: RawAnnotation, amodal_rle: dict, visible_rle: Optional[dict],
     amodal_area = mask_ops.area(amodal_rle)
     if visible_rle is None:
         visible_rle = amodal_rle if invisible_rle is None else mask_ops.difference(amodal_rle, invisible_rle)
+    if visible_rle["counts"] == amodal_rle["counts"]:  # same string, same mask (an unoccluded object)
+        visible_rle = amodal_rle
     visible_area = mask_ops.area(visible_rle)
 
     if visible_rle is not amodal_rle:
