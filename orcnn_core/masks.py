@@ -5,8 +5,8 @@ decoded to ``str`` so they serialise to JSON). Boxes are ``(x0, y0, x1, y1)`` in
 of the far edge, unless a function says it returns COCO ``[x, y, w, h]``.
 
 Segmentations from files enter through ``segmentation_to_rle`` / ``segmentations_to_rles`` and
-``polygons_to_rle``, which validate them (``mask_checks``) before pycocotools sees them; RLEs made
-by this module are trusted by the other operations, which do not check again.
+``polygons_to_rle``, which validate them (``mask_checks``, ``rle_strings``) before pycocotools sees
+them; RLEs made by this module are trusted by the other operations, which do not check again.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from orcnn_core.mask_checks import (
     MAX_MASK_PIXELS,
     MaskFormatError,
     check_counts_list,
-    check_counts_strings,
     check_image_size,
     check_polygon_sets,
     check_polygons,
     check_rle_size,
     short_repr,
 )
+from orcnn_core.rle_strings import check_counts_strings
 
 RLE = dict
 __all__ = ["MaskFormatError"]  # re-exported: callers catch masks.MaskFormatError

@@ -13,9 +13,11 @@ Examples are derandomized (the same inputs every run).
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import json
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -40,6 +42,7 @@ from orcnn_core.structures import AmodalAnnotation, ImageRecord  # noqa: E402
 H, W = 12, 16
 TIME_BOUND_S = 10.0  # per input; a real hang is caught by the caller's subprocess timeout
 WORK = Path(tempfile.mkdtemp(prefix="orcnn_fuzz_"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 
 
 def _rect(y0, y1, x0, x1):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from mask_helpers import coco_rle, uncompressed_rle
 from pycocotools import mask as pycoco
 
-from orcnn_core import mask_checks
+from orcnn_core import mask_checks, rle_strings
 from orcnn_core import masks as mask_ops
 from orcnn_core.mask_checks import MaskFormatError
 
@@ -58,7 +58,7 @@ def test_decoded_runs_of_pycocotools_strings(shape):
     rng = np.random.default_rng(shape[0])
     for density in (0.0, 0.02, 0.5, 0.97, 1.0):
         mask = rng.random(shape) < density
-        runs = mask_checks.decode_counts_string(coco_rle(mask)["counts"])
+        runs = rle_strings.decode_counts_string(coco_rle(mask)["counts"])
         assert runs.tolist() == uncompressed_rle(mask)["counts"]
 
 
@@ -67,9 +67,9 @@ def test_runs_beyond_16_bits_and_at_the_pixel_limit():
     text = pycoco.frPyObjects({"size": [side, side], "counts": [2 ** 28 - 1, 1]}, side, side)["counts"]
     assert pycoco.area({"size": [side, side], "counts": text}) == 1  # pycocotools' own reading, no mask made
     text = text.decode("ascii")
-    assert mask_checks.decode_counts_string(text).tolist() == [2 ** 28 - 1, 1]
-    assert mask_checks.check_counts_strings([text], [2 ** 28]) == [None]
-    assert mask_checks.check_counts_strings([text], [2 ** 28 - 1])[0].startswith("counts: runs add up")
+    assert rle_strings.decode_counts_string(text).tolist() == [2 ** 28 - 1, 1]
+    assert rle_strings.check_counts_strings([text], [2 ** 28]) == [None]
+    assert rle_strings.check_counts_strings([text], [2 ** 28 - 1])[0].startswith("counts: runs add up")
 
 
 @st.composite
@@ -94,10 +94,10 @@ def test_batch_decoding_matches_pycocotools(case):
     decoded = pycoco.decode({"size": [height, width], "counts": text.encode("ascii")}).astype(bool)
     assert np.array_equal(decoded, _runs_to_mask(runs, height, width))
     # decoded alone and in a batch between other strings, with the same result
-    assert mask_checks.decode_counts_string(text).tolist() == runs
+    assert rle_strings.decode_counts_string(text).tolist() == runs
     other = _encode_counts([3, 4, 5])
-    assert mask_checks.check_counts_strings([other, text, other], [12, height * width, 12]) == [None] * 3
-    assert mask_checks.check_counts_strings([text], [height * width + 1])[0].startswith("counts: runs add up")
+    assert rle_strings.check_counts_strings([other, text, other], [12, height * width, 12]) == [None] * 3
+    assert rle_strings.check_counts_strings([text], [height * width + 1])[0].startswith("counts: runs add up")
 
 
 # ---- bad counts strings ----------------------------------------------------------------------------
@@ -115,23 +115,23 @@ def test_batch_decoding_matches_pycocotools(case):
     ("P5", "runs add up to 160 pixels"),     # 0 + 5 * 32
 ])
 def test_bad_counts_strings(text, message):
-    result = mask_checks.check_counts_strings([text], [25])[0]
+    result = rle_strings.check_counts_strings([text], [25])[0]
     assert isinstance(result, str) and message in result
     # the same verdict inside a batch of valid strings, which stay valid
     good = _encode_counts([5, 20])
-    assert mask_checks.check_counts_strings([good, text, good], [25, 25, 25]) == [None, result, None]
+    assert rle_strings.check_counts_strings([good, text, good], [25, 25, 25]) == [None, result, None]
 
 
 def test_a_truncated_string_does_not_spill_into_the_next():
-    assert mask_checks.check_counts_strings(["0P", "5"], [1, 5]) == \
+    assert rle_strings.check_counts_strings(["0P", "5"], [1, 5]) == \
         ["counts: the string ends inside a run (truncated)", None]
-    assert mask_checks.check_counts_strings(["5", "0P"], [5, 1])[0] is None
+    assert rle_strings.check_counts_strings(["5", "0P"], [5, 1])[0] is None
 
 
 def test_delta_coded_negative_run_is_refused():
     # runs 10, 5, 7, then run 3 stored as 5 - 20 = -15: run 3 would be negative
     text = _encode_counts([10, 5, 7]) + _encode_counts([0, 0, 0, -15])[-1]
-    assert mask_checks.check_counts_strings([text], [100])[0] == "counts: run 3 is negative (-10)"
+    assert rle_strings.check_counts_strings([text], [100])[0] == "counts: run 3 is negative (-10)"
 
 
 def test_empty_inner_runs_are_merged_to_the_same_mask():
@@ -140,7 +140,7 @@ def test_empty_inner_runs_are_merged_to_the_same_mask():
     rle = mask_ops.segmentation_to_rle({"size": [5, 5], "counts": text}, 5, 5)
     expected = _runs_to_mask(runs, 5, 5)
     assert np.array_equal(mask_ops.decode(rle), expected)
-    assert mask_checks.decode_counts_string(rle["counts"]).tolist() == uncompressed_rle(expected)["counts"]
+    assert rle_strings.decode_counts_string(rle["counts"]).tolist() == uncompressed_rle(expected)["counts"]
     listed = mask_ops.segmentation_to_rle({"size": [5, 5], "counts": runs}, 5, 5)
     assert listed == rle
 
