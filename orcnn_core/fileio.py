@@ -59,7 +59,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Atomically replace a text file."""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def remove_stale_temporaries(folder: str | Path, patterns: tuple = (".*.tmp",)) -> list[Path]:

@@ -3,20 +3,33 @@
 RLE dicts follow pycocotools: ``{"size": [height, width], "counts": str}`` (compressed, counts
 decoded to ``str`` so they serialise to JSON). Boxes are ``(x0, y0, x1, y1)`` in pixels, exclusive
 of the far edge, unless a function says it returns COCO ``[x, y, w, h]``.
+
+Segmentations from files enter through ``segmentation_to_rle`` / ``segmentations_to_rles`` and
+``polygons_to_rle``, which validate them (``mask_checks``, ``rle_strings``) before pycocotools sees
+them; RLEs made by this module are trusted by the other operations, which do not check again.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from orcnn_core.mask_checks import (
+    MAX_MASK_PIXELS,
+    MaskFormatError,
+    check_counts_list,
+    check_image_size,
+    check_polygon_sets,
+    check_polygons,
+    check_rle_size,
+    short_repr,
+)
+from orcnn_core.rle_strings import check_counts_strings
+
 RLE = dict
-
-
-class MaskFormatError(ValueError):
-    """A mask, RLE or polygon that cannot be interpreted; the message names what was wrong."""
+__all__ = ["MaskFormatError"]  # re-exported: callers catch masks.MaskFormatError
 
 
 def encode(mask: np.ndarray) -> RLE:
@@ -66,32 +79,117 @@ def compress(rle: RLE) -> RLE:
             "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
 
 
+def from_counts(counts: Sequence[int], height: int, width: int) -> RLE:
+    """Compressed RLE of valid run lengths (column-major, starting with zeros); no full mask is made."""
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
+    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
+
+
 def polygons_to_rle(polygons: Sequence[Sequence[float]], height: int, width: int) -> RLE:
-    """Rasterise COCO polygons (a list of flat ``[x0, y0, x1, y1, ...]`` lists) to one RLE."""
+    """Rasterise COCO polygons (a list of flat ``[x0, y0, x1, y1, ...]`` lists) to one RLE.
+
+    The polygons and the size are validated first (``mask_checks.check_polygons``); bad ones raise
+    MaskFormatError.
+    """
+    check_image_size(height, width)
+    height, width = int(height), int(width)
+    check_polygons(polygons, height, width)
+    return _rasterise(polygons, height, width)
+
+
+def _rasterise(polygons: Sequence[Sequence[float]], height: int, width: int) -> RLE:
+    """RLE of validated polygons (pycocotools' rasteriser; none: an empty mask)."""
     if len(polygons) == 0:
-        return encode(np.zeros((height, width), dtype=bool))
-    for poly in polygons:
-        if len(poly) < 6 or len(poly) % 2:
-            raise MaskFormatError(
-                f"polygon needs at least 3 (x, y) points and an even length, got {len(poly)} numbers")
-    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    return compress(mask_utils.merge(rles))
+        return from_counts([height * width], height, width)
+    return compress(mask_utils.merge(mask_utils.frPyObjects(list(polygons), height, width)))
 
 
 def segmentation_to_rle(segm: Any, height: int, width: int) -> RLE:
-    """Turn any COCO ``segmentation`` value (polygons, flat polygon, RLE) into compressed RLE."""
-    if isinstance(segm, dict):
-        if "counts" not in segm or "size" not in segm:
-            raise MaskFormatError("RLE needs 'counts' and 'size'")
-        size = [int(s) for s in segm["size"]]
-        if size != [height, width]:
-            raise MaskFormatError(f"RLE size {size} disagrees with image size [{height}, {width}]")
-        return compress(segm)
-    if isinstance(segm, list):
-        if segm and isinstance(segm[0], (int, float)):
-            segm = [segm]  # one flat polygon, as COCOA raw stores it
-        return polygons_to_rle(segm, height, width)
-    raise MaskFormatError(f"unsupported segmentation type {type(segm).__name__}")
+    """Turn any COCO ``segmentation`` value (polygons, flat polygon, RLE) into compressed RLE.
+
+    The value is validated first; anything pycocotools could not safely read raises MaskFormatError.
+    """
+    result = segmentations_to_rles([segm], [(height, width)])[0]
+    if isinstance(result, MaskFormatError):
+        raise result
+    return result
+
+
+def segmentations_to_rles(segms: Sequence[Any],
+                          sizes: Sequence[tuple[int, int]]) -> list[Union[RLE, MaskFormatError]]:
+    """Validate and convert many untrusted segmentations; per item an RLE or the (unraised) error.
+
+    ``sizes`` holds the ``(height, width)`` of each item's image. Compressed counts strings and
+    polygon coordinates are checked in vectorised batches, so that validating a whole file costs
+    little; only then does pycocotools see them.
+    """
+    results: list = [None] * len(segms)
+    strings, string_items = [], []
+    polygon_sets, polygon_items = [], []
+    checked_sizes: set = set()
+    for i, (segm, (height, width)) in enumerate(zip(segms, sizes)):
+        if type(segm) is dict and type(segm.get("counts")) is str \
+                and _is_size(segm.get("size"), height, width):
+            strings.append(segm["counts"])  # the common case, its checks inlined: a counts string
+            string_items.append(i)
+            continue
+        try:
+            if not (type(height) is int and type(width) is int and (height, width) in checked_sizes):
+                check_image_size(height, width)
+                checked_sizes.add((int(height), int(width)))
+            height, width = int(height), int(width)
+            if isinstance(segm, dict):
+                counts = _checked_rle_counts(segm, height, width)
+                if isinstance(counts, str):
+                    strings.append(counts)
+                    string_items.append(i)
+                else:
+                    results[i] = counts
+            elif isinstance(segm, list):
+                if segm and not isinstance(segm[0], list):
+                    segm = [segm]  # one flat polygon, as COCOA raw stores it
+                polygon_sets.append((segm, height, width))
+                polygon_items.append(i)
+            else:
+                raise MaskFormatError(f"unsupported segmentation type {type(segm).__name__} "
+                                      f"({short_repr(segm)}): expected an RLE object or polygons")
+        except MaskFormatError as exc:
+            results[i] = exc
+    for i, item, problem in zip(polygon_items, polygon_sets, check_polygon_sets(polygon_sets)):
+        results[i] = MaskFormatError(problem) if problem is not None else _rasterise(*item)
+    pixels = [int(sizes[i][0]) * int(sizes[i][1]) for i in string_items]
+    for i, text, checked in zip(string_items, strings, check_counts_strings(strings, pixels)):
+        height, width = int(sizes[i][0]), int(sizes[i][1])
+        if checked is None:
+            results[i] = {"size": [height, width], "counts": text}
+        elif isinstance(checked, str):
+            results[i] = MaskFormatError(checked)
+        else:
+            results[i] = from_counts(checked, height, width)
+    return results
+
+
+def _is_size(size: Any, height: Any, width: Any) -> bool:
+    """True when ``size`` is exactly ``[height, width]`` of ints within the pixel limit (fast check)."""
+    return type(size) is list and len(size) == 2 and type(size[0]) is int and type(size[1]) is int \
+        and size[0] == height and size[1] == width and 0 < height and 0 < width \
+        and height * width <= MAX_MASK_PIXELS
+
+
+def _checked_rle_counts(segm: dict, height: int, width: int) -> Union[str, RLE]:
+    """An RLE object's size checked; its counts string (checked later, in a batch) or the RLE of its list."""
+    missing = [key for key in ("size", "counts") if key not in segm]
+    if missing:
+        raise MaskFormatError(f"RLE needs 'counts' and 'size' (missing "
+                              f"{', '.join(repr(k) for k in missing)})")
+    check_rle_size(segm["size"], height, width)
+    counts = segm["counts"]
+    if isinstance(counts, str):
+        return counts
+    if isinstance(counts, list):
+        canonical = check_counts_list(counts, height * width)
+        return from_counts(counts if canonical is None else canonical, height, width)
+    raise MaskFormatError(f"counts must be a string or a list of run lengths, got {short_repr(counts)}")
 
 
 def area(rle: RLE) -> int:

@@ -3,31 +3,31 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from orcnn_core import masks as mask_ops
 from orcnn_core.data.formats import detect_format, get_reader
+from orcnn_core.data.jsonfile import read_json_file
 from orcnn_core.data.records import AmodalAnnotations
 from orcnn_core.errors import DatasetError
+from orcnn_core.fileio import atomic_write_text
 from orcnn_core.structures import ImageRecord
 
 PROJECT_FORMAT = "orcnn"
 FORMAT_VERSION = 1
 # Optional per-image keys written when a record has them: RGB-D scenes (orcnn_core/data/synth_depth.py).
 IMAGE_EXTRA_KEYS = ("camera", "depth_file")
+log = logging.getLogger(__name__)
 
 
 def read_json(path: Path) -> Any:
-    """Parsed JSON of a file; unreadable or invalid files raise DatasetError naming it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from exc
-    except OSError as exc:
-        raise DatasetError(f"cannot read annotation file {path}: {exc}") from exc
+    """Parsed JSON of a UTF-8 file; unreadable, non-UTF-8, too deeply nested or invalid files raise
+    DatasetError naming it."""
+    return read_json_file(path, DatasetError, "annotation file")
 
 
 def _sort_key(path: Path) -> tuple:
@@ -61,12 +61,36 @@ def load_annotations(path: Union[str, Path], format: Optional[str] = None, *, no
     return reader(data, path, no_stuff=no_stuff, repair=repair)
 
 
-def _json_safe(extra: dict) -> dict:
-    return {k: v for k, v in extra.items() if isinstance(v, (str, int, float, bool, list)) or v is None}
+def _finite_json(value: Any, depth: int = 0) -> bool:
+    """True for values JSON can hold exactly: strings, bools, None, ints, finite floats, and lists of them."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list) and depth < 32:
+        return all(_finite_json(v, depth + 1) for v in value)
+    return False
 
 
-def annotation_to_json(ann: Any, image_id: Any) -> dict:
-    """One canonical annotation as an entry of the project format (fixed key order)."""
+def _json_safe(extra: dict, dropped: Optional[dict] = None) -> dict:
+    """The entries of an annotation's ``extra`` that JSON can hold; others are counted in ``dropped``.
+
+    Non-finite numbers (NaN, Infinity, also inside lists) are dropped, not written: JSON has no such
+    values, and writing them as ``NaN`` literals makes files other tools refuse. Objects are dropped too
+    (the format keeps ``extra`` flat).
+    """
+    safe = {}
+    for key, value in extra.items():
+        if _finite_json(value):
+            safe[key] = value
+        elif dropped is not None:
+            dropped[key] = dropped.get(key, 0) + 1
+    return safe
+
+
+def annotation_to_json(ann: Any, image_id: Any, dropped: Optional[dict] = None) -> dict:
+    """One canonical annotation as an entry of the project format (fixed key order); ``extra`` values
+    JSON cannot hold are left out and counted per key in ``dropped``."""
     entry = {
         "id": int(ann.id),
         "image_id": image_id,
@@ -81,7 +105,7 @@ def annotation_to_json(ann: Any, image_id: Any) -> dict:
         "occlude_rate": float(ann.occlusion_rate),
         "iscrowd": int(bool(ann.iscrowd)),
     }
-    extra = _json_safe(ann.extra)
+    extra = _json_safe(ann.extra, dropped)
     if extra:
         entry["extra"] = extra
     return entry
@@ -117,12 +141,18 @@ def write_annotations(annotations_or_records: Union[AmodalAnnotations, Sequence[
         root_field = os.path.relpath(root.resolve(), out_path.parent.resolve())
     except ValueError:  # another drive on Windows
         root_field = str(root.resolve())
+    dropped: dict = {}
     data = {
         "info": {"format": PROJECT_FORMAT, "version": FORMAT_VERSION,
                  "image_root": root_field.replace(os.sep, "/")},
         "images": [_image_entry(r) for r in records],
-        "annotations": [annotation_to_json(a, r.image_id) for r in records for a in r.annotations],
+        "annotations": [annotation_to_json(a, r.image_id, dropped) for r in records for a in r.annotations],
         "categories": [{"id": int(c["id"]), "name": str(c["name"])} for c in categories],
     }
-    out_path.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+    if dropped:
+        counts = ", ".join(f"{key} ({count}x)" for key, count in sorted(dropped.items()))
+        log.warning("%s: left out 'extra' values JSON cannot hold (NaN, Infinity or objects): %s",
+                    out_path, counts)
+    # allow_nan=False: a non-finite number left anywhere is a bug, never a NaN literal in the file
+    atomic_write_text(out_path, json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n")
     return out_path

@@ -6,8 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from orcnn_core import masks as mask_ops
+from orcnn_core.data.coco_fields import (
+    check_annotation_refs,
+    iscrowd_or_error,
+    parse_categories,
+    parse_image_entries,
+)
 from orcnn_core.data.io import read_json
-from orcnn_core.data.records import check_annotation_refs, parse_categories, parse_image_entries, to_rle
 from orcnn_core.errors import DatasetError
 
 
@@ -45,13 +51,19 @@ def load_modal_coco(path: Union[str, Path]) -> ModalDataset:
     images = parse_image_entries(data.get("images", []), path)
     dataset = ModalDataset(images=images, categories=categories, path=path)
     seen: dict = {}
+    checked = []
     for ann in data["annotations"]:
         where, category_id = check_annotation_refs(ann, path, images, known, seen)
         if "segmentation" not in ann:
             raise where.error("annotation has no 'segmentation'")
-        image = images[ann["image_id"]]
-        rle = to_rle(ann["segmentation"], image["height"], image["width"], where, "segmentation")
+        checked.append((ann, where, category_id, iscrowd_or_error(ann.get("iscrowd"), where)))
+    # all masks validated and converted in one batch (fast for files of many annotations)
+    rles = mask_ops.segmentations_to_rles(
+        [ann["segmentation"] for ann, *_ in checked],
+        [(images[ann["image_id"]]["height"], images[ann["image_id"]]["width"]) for ann, *_ in checked])
+    for (ann, where, category_id, iscrowd), rle in zip(checked, rles):
+        if isinstance(rle, mask_ops.MaskFormatError):
+            raise where.error(f"'segmentation': {rle}")
         dataset.instances.setdefault(ann["image_id"], []).append(ModalInstance(
-            id=int(ann["id"]), image_id=ann["image_id"], category_id=category_id, rle=rle,
-            iscrowd=bool(ann.get("iscrowd", 0))))
+            id=int(ann["id"]), image_id=ann["image_id"], category_id=category_id, rle=rle, iscrowd=iscrowd))
     return dataset

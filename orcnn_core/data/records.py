@@ -1,22 +1,33 @@
 """The loaded-dataset container and the one builder that turns raw masks into ``AmodalAnnotation``.
 
-Every reader goes through ``build_annotation`` so that the checks (visible inside amodal, sizes,
-polygons) and the derived fields (invisible mask, boxes, occlusion rate) are computed one way.
-Work stays on RLEs where the masks agree; full masks are decoded only to compute a difference.
+Every reader collects ``RawAnnotation``s and goes through ``build_annotations`` so that the checks
+(every mask and box validated in one batch before pycocotools sees it, visible inside amodal, the
+invisible mask exactly amodal AND NOT visible) and the derived fields (invisible mask, boxes,
+occlusion rate) are computed one way. Work stays on RLEs where the masks agree; full masks are
+decoded only to compute a difference. The field checks of COCO files live in ``coco_fields``.
 """
 
 from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from orcnn_core import masks as mask_ops
-from orcnn_core.errors import DatasetError
+
+# Re-exported: readers outside this package import the field checks from here.
+from orcnn_core.data.coco_fields import (  # noqa: F401
+    Where,
+    as_int,
+    check_annotation_refs,
+    check_unique_ids,
+    parse_categories,
+    parse_image_entries,
+)
+from orcnn_core.mask_checks import check_boxes
 from orcnn_core.structures import AmodalAnnotation, ImageRecord
 
 
@@ -51,50 +62,39 @@ class AmodalAnnotations:
         return sum(len(r.annotations) for r in self.images)
 
 
-@dataclass(frozen=True)
-class Where:
-    """Location of a record in an input file, for error messages."""
-
-    file: Any
-    image_id: Any = None
-    ann_id: Any = None
-
-    def error(self, message: str) -> DatasetError:
-        """A DatasetError prefixed with file, image id and annotation id."""
-        parts = [str(self.file)]
-        if self.image_id is not None:
-            parts.append(f"image {self.image_id}")
-        if self.ann_id is not None:
-            parts.append(f"annotation {self.ann_id}")
-        return DatasetError(f"{', '.join(parts)}: {message}")
-
-
-@lru_cache(maxsize=16)
-def _empty_counts(height: int, width: int) -> str:
-    return mask_ops.encode(np.zeros((height, width), dtype=bool))["counts"]
-
-
 def empty_rle(height: int, width: int) -> dict:
-    """Compressed RLE of an all-zero HxW mask."""
-    return {"size": [height, width], "counts": _empty_counts(height, width)}
+    """Compressed RLE of an all-zero HxW mask (made from its one run; no mask is allocated)."""
+    return mask_ops.from_counts([int(height) * int(width)], height, width)
 
 
-def to_rle(segm: Any, height: int, width: int, where: Where, what: str) -> dict:
-    """Any segmentation value to compressed RLE; bad polygons or sizes become a DatasetError."""
-    try:
-        return mask_ops.segmentation_to_rle(segm, height, width)
-    except mask_ops.MaskFormatError as exc:
-        raise where.error(f"{what}: {exc}") from exc
-    except (TypeError, ValueError) as exc:
-        raise where.error(f"{what}: cannot read segmentation ({exc})") from exc
-
-
-def _box(rle: dict, area: int, given: Optional[Sequence[float]]) -> tuple:
+def _box(rle: dict, area: int, given: Optional[tuple]) -> tuple:
     if area > 0:
         return mask_ops.rle_box(rle)
-    if given is not None and len(given) == 4:
-        return mask_ops.xywh_to_xyxy(given)
-    return (0.0, 0.0, 0.0, 0.0)
+    return given if given is not None else (0.0, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class RawAnnotation:
+    """One annotation as a reader found it: raw segmentations and boxes, and the keys they came from.
+
+    ``fields`` names the amodal, visible and invisible mask and ``box_fields`` the amodal and visible
+    box in error messages (the file's own keys, e.g. ``'inmodal_seg'``).
+    """
+
+    ann_id: int
+    category_id: int
+    height: int
+    width: int
+    where: Where
+    amodal: Any
+    visible: Any = None
+    invisible: Any = None
+    iscrowd: bool = False
+    amodal_bbox: Any = None
+    visible_bbox: Any = None
+    extra: dict = field(default_factory=dict)
+    fields: tuple = ("amodal mask", "visible mask", "invisible mask")
+    box_fields: tuple = ("amodal box", "visible box")
 
 
 def build_annotation(ann_id: int, category_id: int, height: int, width: int, amodal: Any,
@@ -104,20 +104,66 @@ def build_annotation(ann_id: int, category_id: int, height: int, width: int, amo
                      extra: Optional[dict] = None) -> AmodalAnnotation:
     """Canonical annotation from raw segmentations (polygons or RLE); ``None`` visible = unoccluded.
 
-    A given invisible mask without a visible one yields visible = amodal - invisible. Visible pixels
-    outside the amodal mask raise a DatasetError, or are added to the amodal mask when ``repair``.
-    Boxes come from the masks; a given box is used only when its mask is empty.
+    One annotation of ``build_annotations``, which says what is checked and derived.
     """
-    amodal_rle = to_rle(amodal, height, width, where, "amodal mask")
+    raw = RawAnnotation(ann_id, category_id, height, width, where, amodal, visible, invisible,
+                        iscrowd=iscrowd, amodal_bbox=amodal_bbox, visible_bbox=visible_bbox,
+                        extra=dict(extra or {}))
+    return build_annotations([raw], repair=repair)[0]
+
+
+def build_annotations(raws: Sequence[RawAnnotation], *, repair: bool = False) -> list:
+    """Canonical ``AmodalAnnotation``s of raw ones; the first bad annotation raises a DatasetError.
+
+    Every mask is validated (one vectorised batch for all RLE strings) and every given box checked.
+    A given invisible mask without a visible one yields visible = amodal - invisible. Visible pixels
+    outside the amodal mask, and a given invisible mask that is not exactly amodal AND NOT visible,
+    raise a DatasetError naming the annotation, or are repaired when ``repair`` (visible pixels added
+    to the amodal mask; the invisible mask recomputed). Boxes come from the masks; a given box is
+    used only when its mask is empty.
+    """
+    segms, sizes, owners = [], [], []
+    for k, raw in enumerate(raws):
+        for slot, segm in enumerate((raw.amodal, raw.visible, raw.invisible)):
+            if slot == 0 or segm is not None:
+                segms.append(segm)
+                sizes.append((raw.height, raw.width))
+                owners.append((k, slot))
+    converted = mask_ops.segmentations_to_rles(segms, sizes)
+    rles = [[None, None, None] for _ in raws]
+    for (k, slot), rle in zip(owners, converted):
+        rles[k][slot] = rle
+    boxes, box_sizes, box_owners = [], [], []
+    for k, raw in enumerate(raws):
+        for slot, box in enumerate((raw.amodal_bbox, raw.visible_bbox)):
+            if box is not None:
+                boxes.append(box)
+                box_sizes.append((raw.height, raw.width))
+                box_owners.append((k, slot))
+    checked_boxes = [[None, None] for _ in raws]
+    for (k, slot), box in zip(box_owners, check_boxes(boxes, box_sizes)):
+        checked_boxes[k][slot] = box
+    annotations = []
+    for raw, masks, ann_boxes in zip(raws, rles, checked_boxes):
+        for slot, rle in enumerate(masks):
+            if isinstance(rle, mask_ops.MaskFormatError):
+                raise raw.where.error(f"{raw.fields[slot]}: {rle}")
+        for slot, box in enumerate(ann_boxes):
+            if isinstance(box, str):
+                raise raw.where.error(f"{raw.box_fields[slot]}: {box}")
+        annotations.append(_assemble(raw, *masks, *ann_boxes, repair=repair))
+    return annotations
+
+
+def _assemble(raw: RawAnnotation, amodal_rle: dict, visible_rle: Optional[dict],
+              invisible_rle: Optional[dict], amodal_box: Optional[tuple], visible_box: Optional[tuple], *,
+              repair: bool) -> AmodalAnnotation:
+    """One annotation from validated RLEs: consistency checks (or repairs) and derived fields."""
+    where, height, width = raw.where, raw.height, raw.width
     amodal_area = mask_ops.area(amodal_rle)
-    invisible_rle = None
-    if invisible is not None:
-        invisible_rle = to_rle(invisible, height, width, where, "invisible mask")
-    if visible is not None:
-        visible_rle = to_rle(visible, height, width, where, "visible mask")
-    elif invisible_rle is not None:
-        visible_rle = mask_ops.difference(amodal_rle, invisible_rle)
-    else:
+    if visible_rle is None:
+        visible_rle = amodal_rle if invisible_rle is None else mask_ops.difference(amodal_rle, invisible_rle)
+    if visible_rle["counts"] == amodal_rle["counts"]:  # same string, same mask (an unoccluded object)
         visible_rle = amodal_rle
     visible_area = mask_ops.area(visible_rle)
 
@@ -130,31 +176,47 @@ def build_annotation(ann_id: int, category_id: int, height: int, width: int, amo
             amodal_rle = mask_ops.union([amodal_rle, visible_rle])
             amodal_area = mask_ops.area(amodal_rle)
 
-    if visible_area == amodal_area:  # visible inside amodal with equal area: nothing is hidden
-        invisible_rle = empty_rle(height, width)
-    elif invisible_rle is None or not _is_exact_complement(invisible_rle, visible_rle, amodal_rle,
-                                                           visible_area, amodal_area):
-        invisible_rle = mask_ops.difference(amodal_rle, visible_rle)
+    if invisible_rle is not None and not _is_exact_complement(invisible_rle, visible_rle, amodal_rle,
+                                                              visible_area, amodal_area):
+        if not repair:
+            mismatch = _complement_mismatch(invisible_rle, visible_rle, amodal_rle)
+            raise where.error(f"{raw.fields[2]}: {mismatch} (use repair=True / --repair to recompute it "
+                              "as amodal AND NOT visible)")
+        invisible_rle = None
+    if invisible_rle is None:
+        invisible_rle = empty_rle(height, width) if visible_area == amodal_area \
+            else mask_ops.difference(amodal_rle, visible_rle)
     invisible_area = amodal_area - visible_area
     return AmodalAnnotation(
-        id=int(ann_id), category_id=int(category_id),
+        id=int(raw.ann_id), category_id=int(raw.category_id),
         amodal_rle=amodal_rle, visible_rle=visible_rle, invisible_rle=invisible_rle,
-        amodal_box=_box(amodal_rle, amodal_area, amodal_bbox),
-        visible_box=_box(visible_rle, visible_area, visible_bbox),
+        amodal_box=_box(amodal_rle, amodal_area, amodal_box),
+        visible_box=_box(visible_rle, visible_area, visible_box),
         occlusion_rate=invisible_area / amodal_area if amodal_area else 0.0,
-        iscrowd=bool(iscrowd), extra=dict(extra or {}),
+        iscrowd=bool(raw.iscrowd), extra=dict(raw.extra),
     )
 
 
 def _is_exact_complement(invisible: dict, visible: dict, amodal: dict, visible_area: int,
                          amodal_area: int) -> bool:
-    """True when the given invisible mask is exactly amodal - visible (checked on RLEs)."""
+    """True when the given invisible mask is exactly amodal - visible, visible lying inside amodal
+    (checked on RLEs)."""
     invisible_area = mask_ops.area(invisible)
     if invisible_area + visible_area != amodal_area:
         return False
+    if invisible_area == 0:
+        return True  # visible inside amodal with equal area: nothing is hidden
     if mask_ops.area(mask_ops.intersection([invisible, visible])) != 0:
         return False
     return mask_ops.area(mask_ops.intersection([invisible, amodal])) == invisible_area
+
+
+def _complement_mismatch(invisible: dict, visible: dict, amodal: dict) -> str:
+    """How a given invisible mask differs from amodal AND NOT visible, in pixels."""
+    expected = mask_ops.difference(amodal, visible)
+    common = mask_ops.area(mask_ops.intersection([invisible, expected]))
+    extra, missing = mask_ops.area(invisible) - common, mask_ops.area(expected) - common
+    return (f"not exactly amodal AND NOT visible ({extra} pixels too many, {missing} missing)")
 
 
 def _posix_name(file_name: Any) -> str:
@@ -203,101 +265,3 @@ def annotations_from_masks(amodal: np.ndarray, visible: np.ndarray, category_ids
             occlusion_rate=(amodal_area - visible_area) / amodal_area if amodal_area else 0.0,
             extra=dict(extras[k]) if extras is not None else {}))
     return annotations
-
-
-def check_unique_ids(records: Sequence[ImageRecord], file: Any) -> None:
-    """Raise a DatasetError on a duplicate image id or annotation id."""
-    seen_images: set = set()
-    seen_anns: dict = {}
-    for record in records:
-        if record.image_id in seen_images:
-            raise Where(file, record.image_id).error("duplicate image id")
-        seen_images.add(record.image_id)
-        for ann in record.annotations:
-            if ann.id in seen_anns:
-                raise Where(file, record.image_id, ann.id).error(
-                    f"duplicate annotation id (also in image {seen_anns[ann.id]})")
-            seen_anns[ann.id] = record.image_id
-
-
-def parse_categories(raw: Any, file: Any) -> list:
-    """Validated ``[{"id": int, "name": str}]`` from a COCO ``categories`` list."""
-    if not isinstance(raw, list):
-        raise Where(file).error("'categories' must be a list")
-    categories, seen = [], set()
-    for entry in raw:
-        if not isinstance(entry, dict) or "id" not in entry:
-            raise Where(file).error(f"category entry without 'id': {entry!r}")
-        cid = as_int(entry["id"])
-        if cid is None:
-            raise Where(file).error(f"category id {entry['id']!r} is not an integer")
-        if cid in seen:
-            raise Where(file).error(f"duplicate category id {cid}")
-        seen.add(cid)
-        categories.append({"id": cid, "name": str(entry.get("name", f"category_{cid}"))})
-    return categories
-
-
-def as_int(value: Any) -> Optional[int]:
-    """``int(value)`` for numbers and numeric strings; ``None`` for anything else."""
-    if isinstance(value, bool):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_image_entries(raw: Any, file: Any) -> dict:
-    """``{image_id: {"file_name", "height", "width"}}`` from a COCO ``images`` list, validated.
-
-    Entries need ``id``, ``height`` and ``width``; a duplicate id or a non-integer size raises a
-    DatasetError naming the file (and image).
-    """
-    if not isinstance(raw, list):
-        raise Where(file).error("'images' must be a list")
-    images: dict = {}
-    for entry in raw:
-        if not isinstance(entry, dict) or "id" not in entry:
-            raise Where(file).error(f"image entry without 'id': {str(entry)[:80]}")
-        image_id = entry["id"]
-        where = Where(file, image_id)
-        if image_id in images:
-            raise where.error("duplicate image id")
-        if "height" not in entry or "width" not in entry:
-            raise where.error("image entry needs 'height' and 'width'")
-        height, width = as_int(entry["height"]), as_int(entry["width"])
-        if height is None or width is None:
-            raise where.error(f"image size must be integers, got height {entry['height']!r}, "
-                              f"width {entry['width']!r}")
-        images[image_id] = {"file_name": str(entry.get("file_name", "")), "height": height, "width": width}
-    return images
-
-
-def check_annotation_refs(ann: Any, file: Any, image_ids: Any, known_categories: Any,
-                          seen_ann_ids: dict) -> tuple:
-    """Validate a COCO annotation's ``id``, ``image_id`` and ``category_id``; ``(where, category_id)``.
-
-    Raises a DatasetError naming file, image and annotation for a non-dict annotation, a missing or
-    duplicate annotation id (``seen_ann_ids`` maps ids seen so far to their image and is updated),
-    an image id not in ``image_ids``, or a category id that is not an integer in ``known_categories``.
-    """
-    image_id = ann.get("image_id") if isinstance(ann, dict) else None
-    ann_id = ann.get("id") if isinstance(ann, dict) else None
-    where = Where(file, image_id, ann_id)
-    if not isinstance(ann, dict):
-        raise where.error(f"annotation entry is not an object: {str(ann)[:80]}")
-    if ann_id is None:
-        raise where.error("annotation without 'id'")
-    if ann_id in seen_ann_ids:
-        raise where.error(f"duplicate annotation id (also in image {seen_ann_ids[ann_id]})")
-    seen_ann_ids[ann_id] = image_id
-    if image_id not in image_ids:
-        raise where.error("annotation refers to an image id not in 'images'")
-    raw_category = ann.get("category_id")
-    category_id = as_int(raw_category)
-    if category_id is None and raw_category is not None:
-        raise where.error(f"category id {raw_category!r} is not an integer")
-    if category_id is None or category_id not in known_categories:
-        raise where.error(f"unknown category id {raw_category} (categories: {sorted(known_categories)})")
-    return where, category_id

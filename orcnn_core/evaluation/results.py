@@ -2,7 +2,9 @@
 
 An entry (``structures.prediction_to_results``) has ``image_id``, ``file_name``, ``category_id``,
 ``score``, ``segmentation`` (amodal, RLE or polygons), optional ``visible_mask`` and
-``invisible_mask`` (RLE or polygons) and optional boxes, which the evaluation does not use.
+``invisible_mask`` (RLE or polygons) and optional boxes, which the evaluation does not use. Every
+mask and box is validated (``masks.segmentations_to_rles``, ``mask_checks.check_box``) before
+pycocotools sees it: an invalid RLE is an error naming the entry, never scored.
 
 Image matching rule: entries are matched to ground-truth images by ``image_id``. When some
 ``image_id`` of a file is not in the ground truth but every entry's ``file_name`` basename is, the
@@ -11,27 +13,34 @@ whole file is matched by basename instead (written to the notes).
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import posixpath
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
 from orcnn_core import masks as mask_ops
+from orcnn_core.data.coco_fields import one_line
+from orcnn_core.data.jsonfile import read_json_file
 from orcnn_core.data.records import index_by_file_name
 from orcnn_core.errors import InputError
+from orcnn_core.mask_checks import check_box, short_repr
 from orcnn_core.structures import ImageRecord
 
 REQUIRED_KEYS = ("category_id", "score", "segmentation")
+MASK_KEYS = ("segmentation", "visible_mask", "invisible_mask")
+BOX_KEYS = ("bbox", "visible_bbox")
 
 
 class ResultsError(InputError):
     """A results file or entry that cannot be evaluated; the message names the file and entry."""
+
+    def __init__(self, message: str):
+        super().__init__(one_line(message))
 
 
 @dataclass
@@ -66,14 +75,7 @@ class ParsedResults:
 def load_results(path: Union[str, Path]) -> list[dict]:
     """Read a results JSON file: a list of entries (``[]`` is valid); malformed files raise."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot read results file: {exc}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path}: malformed JSON: {exc}") from exc
+    data = read_json_file(path, ResultsError, "results file")
     if not isinstance(data, list):
         raise ResultsError(f"{path}: a results file must hold a JSON list of entries, "
                            f"got {type(data).__name__}")
@@ -106,12 +108,12 @@ def _match_images(entries: list, images: Sequence[ImageRecord], source: str, not
             if name in by_name:  # ambiguous basename
                 count = sum(_basename(im.file_name) == name for im in images)
                 raise ResultsError(
-                    f"{source}: entry {i}: file_name {entry.get('file_name')!r} matches "
+                    f"{source}: entry {i}: file_name {short_repr(entry.get('file_name'))} matches "
                     f"{count} ground-truth images (ambiguous basename) and image_id "
-                    f"{entry.get('image_id')!r} is not usable")
+                    f"{short_repr(entry.get('image_id'))} is not usable")
             raise ResultsError(
-                f"{source}: entry {first_unknown}: image_id {bad.get('image_id')!r} is not in the "
-                f"ground truth (nor does file_name {bad.get('file_name')!r} match one)")
+                f"{source}: entry {first_unknown}: image_id {short_repr(bad.get('image_id'))} is not in the "
+                f"ground truth (nor does file_name {short_repr(bad.get('file_name'))} match one)")
         matched.append(image.image_id)
     notes.append(f"{source}: image_ids do not match the ground truth; matched {len(entries)} entries "
                  f"to images by file_name basename")
@@ -122,19 +124,41 @@ def _finite_score(entry: dict, index: int, source: str, image_id: Any) -> float:
     score = entry["score"]
     if isinstance(score, bool) or not isinstance(score, numbers.Real) or not math.isfinite(score):
         raise ResultsError(f"{source}: entry {index} (image_id {image_id}): score must be a finite "
-                           f"number, got {score!r}")
+                           f"number, got {short_repr(score)}")
     return float(score)
 
 
-def _mask(entry: dict, key: str, image: ImageRecord, index: int, source: str) -> Optional[dict]:
-    segm = entry.get(key)
-    if segm is None:
-        return None
-    try:
-        return mask_ops.segmentation_to_rle(segm, image.height, image.width)
-    except mask_ops.MaskFormatError as exc:
-        raise ResultsError(f"{source}: entry {index} (image_id {image.image_id}, "
-                           f"file_name {image.file_name!r}): bad {key}: {exc}") from exc
+def _where(source: str, index: int, image: ImageRecord) -> str:
+    return f"{source}: entry {index} (image_id {image.image_id}, file_name {short_repr(image.file_name)})"
+
+
+def _check_boxes(entry: dict, image: ImageRecord, index: int, source: str) -> None:
+    """Optional boxes are not evaluated, but a present one must be a valid box."""
+    for key in BOX_KEYS:
+        if entry.get(key) is not None:
+            try:
+                check_box(entry[key], image.height, image.width)
+            except mask_ops.MaskFormatError as exc:
+                raise ResultsError(f"{_where(source, index, image)}: bad {key}: {exc}") from exc
+
+
+def _convert_masks(entries: list, images: list, source: str) -> list:
+    """Per entry ``{key: RLE or None}`` for MASK_KEYS, validated in one batch; the first bad mask raises."""
+    segms, sizes, owners = [], [], []
+    for i, (entry, image) in enumerate(zip(entries, images)):
+        for key in MASK_KEYS:
+            if entry.get(key) is not None:
+                segms.append(entry[key])
+                sizes.append((image.height, image.width))
+                owners.append((i, key))
+    masks: list = [dict.fromkeys(MASK_KEYS) for _ in entries]
+    for (i, key), rle in zip(owners, mask_ops.segmentations_to_rles(segms, sizes)):
+        masks[i][key] = rle
+    for i, (found, image) in enumerate(zip(masks, images)):
+        for key in MASK_KEYS:
+            if isinstance(found[key], mask_ops.MaskFormatError):
+                raise ResultsError(f"{_where(source, i, image)}: bad {key}: {found[key]}")
+    return masks
 
 
 def parse_results(entries: list, images: Sequence[ImageRecord], category_ids: Sequence[int],
@@ -148,7 +172,7 @@ def parse_results(entries: list, images: Sequence[ImageRecord], category_ids: Se
             raise ResultsError(f"{source}: entry {i} is a {type(entry).__name__}, not an object")
         missing = [k for k in REQUIRED_KEYS if k not in entry]
         if missing:
-            raise ResultsError(f"{source}: entry {i} (image_id {entry.get('image_id')!r}) lacks "
+            raise ResultsError(f"{source}: entry {i} (image_id {short_repr(entry.get('image_id'))}) lacks "
                                f"{', '.join(repr(k) for k in missing)}")
     if not entries:
         parsed.notes.append(f"{source}: the results file holds no predictions; every AP and AR is 0")
@@ -156,26 +180,28 @@ def parse_results(entries: list, images: Sequence[ImageRecord], category_ids: Se
 
     image_ids = _match_images(entries, images, source, parsed.notes)
     image_by_id = {image.image_id: image for image in images}
+    entry_images = [image_by_id[image_id] for image_id in image_ids]
     known_categories = set(int(c) for c in category_ids)
-    grouped = defaultdict(list)  # key -> [(score, amodal, visible, invisible, index)]
+    scores = []
     for i, (entry, image_id) in enumerate(zip(entries, image_ids)):
         category_id = entry["category_id"]
         if isinstance(category_id, bool) or not isinstance(category_id, numbers.Integral) \
                 or int(category_id) not in known_categories:
             raise ResultsError(f"{source}: entry {i} (image_id {image_id}): category_id "
-                               f"{category_id!r} is not a ground-truth category")
-        score = _finite_score(entry, i, source, image_id)
-        image = image_by_id[image_id]
-        amodal = _mask(entry, "segmentation", image, i, source)
-        if amodal is None:
+                               f"{short_repr(category_id)} is not a ground-truth category")
+        scores.append(_finite_score(entry, i, source, image_id))
+        if entry["segmentation"] is None:
             raise ResultsError(f"{source}: entry {i} (image_id {image_id}): segmentation is null")
-        visible = _mask(entry, "visible_mask", image, i, source)
+        _check_boxes(entry, entry_images[i], i, source)
+    masks = _convert_masks(entries, entry_images, source)
+    grouped = defaultdict(list)  # key -> [(score, amodal, visible, invisible, index)]
+    for i, (entry, image_id, found) in enumerate(zip(entries, image_ids, masks)):
+        amodal, visible, invisible = (found[key] for key in MASK_KEYS)
         if visible is None:
             parsed.num_without_visible += 1
             visible = amodal  # paper, sec. 3.3: amodal masks also serve as visible predictions
-        invisible = _mask(entry, "invisible_mask", image, i, source)
         parsed.num_without_invisible += invisible is None
-        grouped[image_id, int(category_id)].append((score, amodal, visible, invisible, i))
+        grouped[image_id, int(entry["category_id"])].append((scores[i], amodal, visible, invisible, i))
 
     for key, items in grouped.items():
         order = np.argsort([-item[0] for item in items], kind="mergesort")  # as COCOeval sorts

@@ -11,39 +11,58 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from orcnn_core import masks as mask_ops
+from orcnn_core.data.coco_fields import (
+    Where,
+    check_unique_ids,
+    file_name_or_error,
+    id_or_error,
+    image_size_or_error,
+    is_file,
+)
 from orcnn_core.data.formats import register_reader
 from orcnn_core.data.images import IMAGE_EXTENSIONS, read_image_size
-from orcnn_core.data.records import AmodalAnnotations, Where, build_annotation, check_unique_ids
+from orcnn_core.data.records import AmodalAnnotations, RawAnnotation, build_annotations
+from orcnn_core.mask_checks import short_repr
 from orcnn_core.structures import ImageRecord
 
 CATEGORIES = [{"id": 1, "name": "object"}]
 REGION_EXTRA_KEYS = ("name", "order", "isStuff", "occlude_rate")
 
 
-def _image_candidates(record: dict, json_path: Optional[Path]) -> list:
+def _image_candidates(record: dict, json_path: Optional[Path], image_id: int, where: Where) -> list:
     names = []
     if json_path is not None:  # deocclusion demo layout: N.json next to N.jpg
         names += [json_path.stem + ext for ext in IMAGE_EXTENSIONS]
     if record.get("file_name"):
-        names.append(str(record["file_name"]))
+        names.append(file_name_or_error(record["file_name"], where))
     if record.get("url"):
-        names.append(str(record["url"]).rstrip("/").rsplit("/", 1)[-1])
-    names.append(f"COCO_val2014_{int(record['image_id']):012d}.jpg")
+        url = file_name_or_error(record["url"], where, "url")
+        names.append(url.rstrip("/").rsplit("/", 1)[-1])
+    names.append(f"COCO_val2014_{image_id:012d}.jpg")
     return names
 
 
 def _image_size(record: dict, root: Path, file_name: str, where: Where) -> tuple:
-    for region in record.get("regions", []):
+    for index, region in enumerate(record["regions"]):
         for key in ("visible_mask", "invisible_mask"):
             rle = region.get(key)
             if isinstance(rle, dict) and "size" in rle:
-                return int(rle["size"][0]), int(rle["size"][1])
+                size, what = rle["size"], f"region {index} '{key}' size"
+                if not isinstance(size, list) or len(size) != 2:
+                    raise where.error(f"{what}: must be [height, width], got {short_repr(size)}")
+                return image_size_or_error(size[0], size[1], where, what)
     if "height" in record and "width" in record:
-        return int(record["height"]), int(record["width"])
+        return image_size_or_error(record["height"], record["width"], where)
     path = root / file_name
-    if not path.is_file():
+    if not is_file(path):
         raise where.error(f"cannot tell the image size: no region has an RLE and the image {path} is missing")
-    return read_image_size(path)
+    height, width = read_image_size(path)
+    try:
+        mask_ops.check_image_size(height, width)
+    except mask_ops.MaskFormatError as exc:
+        raise where.error(f"image {path}: {exc}") from exc
+    return height, width
 
 
 def _read_record(record: Any, json_path: Optional[Path], root: Path, source: Path, next_ann_id: int,
@@ -51,27 +70,33 @@ def _read_record(record: Any, json_path: Optional[Path], root: Path, source: Pat
     file = json_path or source
     if not isinstance(record, dict) or "image_id" not in record or "regions" not in record:
         raise Where(file).error("a COCOA raw record needs 'image_id' and 'regions'")
-    image_id = int(record["image_id"])
+    image_id = id_or_error(record["image_id"], Where(file), "image_id")
     where = Where(file, image_id)
-    candidates = _image_candidates(record, json_path)
+    if not isinstance(record["regions"], list):
+        raise where.error(f"'regions' must be a list, got {short_repr(record['regions'])}")
+    for index, region in enumerate(record["regions"]):
+        if not isinstance(region, dict) or "segmentation" not in region:
+            raise Where(file, image_id, next_ann_id + index).error(
+                f"region {index} is not an object with a 'segmentation': {short_repr(region)}")
+    candidates = _image_candidates(record, json_path, image_id, where)
     guess = candidates[len(IMAGE_EXTENSIONS) if json_path is not None else 0]  # file_name or url name
-    file_name = next((n for n in candidates if (root / n).is_file()), guess)
+    file_name = next((n for n in candidates if is_file(root / n)), guess)
     height, width = _image_size(record, root, file_name, where)
-    annotations = []
+    raws = []
     for index, region in enumerate(record["regions"]):
         ann_id = next_ann_id + index
-        if not isinstance(region, dict) or "segmentation" not in region:
-            raise Where(file, image_id, ann_id).error(f"region {index} has no 'segmentation'")
         if no_stuff and region.get("isStuff"):
             continue
         extra = {k: region[k] for k in REGION_EXTRA_KEYS if k in region}
         if isinstance(extra.get("name"), str):
             extra["name"] = extra["name"].strip()
-        annotations.append(build_annotation(
-            ann_id, 1, height, width, region["segmentation"],
-            region.get("visible_mask"), region.get("invisible_mask"),
-            where=Where(file, image_id, f"{ann_id} (region {index}, order {region.get('order')})"),
-            repair=repair, extra=extra))
+        order = region.get("order")
+        order_text = order if isinstance(order, int) else short_repr(order, 20)
+        raws.append(RawAnnotation(
+            ann_id, 1, height, width, Where(file, image_id, f"{ann_id} (region {index}, order {order_text})"),
+            region["segmentation"], region.get("visible_mask"), region.get("invisible_mask"), extra=extra,
+            fields=("'segmentation'", "'visible_mask'", "'invisible_mask'")))
+    annotations = build_annotations(raws, repair=repair)
     return ImageRecord(image_id=image_id, file_name=file_name, height=height, width=width,
                        annotations=annotations, extra={"cocoa_id": record.get("id")})
 

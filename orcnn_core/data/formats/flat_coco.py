@@ -13,17 +13,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
-from orcnn_core.data.formats import register_reader
-from orcnn_core.data.records import (
-    AmodalAnnotations,
+from orcnn_core.data.coco_fields import (
     Where,
     as_int,
-    build_annotation,
     check_annotation_refs,
     check_unique_ids,
+    id_or_error,
+    is_file,
+    iscrowd_or_error,
     parse_categories,
     parse_image_entries,
 )
+from orcnn_core.data.formats import register_reader
+from orcnn_core.data.records import AmodalAnnotations, RawAnnotation, build_annotations
+from orcnn_core.mask_checks import short_repr
 from orcnn_core.structures import ImageRecord
 
 
@@ -58,13 +61,14 @@ def _list_to_coco(data: list, path: Path) -> dict:
     for index, item in enumerate(data):
         if not isinstance(item, dict) or "annotations" not in item:
             raise Where(path).error(f"list entry {index} is not an image dict with 'annotations'")
-        image_id = item.get("image_id", item.get("id", index + 1))
+        image_id = id_or_error(item.get("image_id", item.get("id", index + 1)), Where(path),
+                               f"list entry {index}: image id")
         images.append({k: item[k] for k in ("file_name", "height", "width") if k in item} | {"id": image_id})
         if not isinstance(item["annotations"], list):
             raise Where(path, image_id).error("'annotations' must be a list")
         for ann in item["annotations"]:
             if not isinstance(ann, dict):
-                raise Where(path, image_id).error(f"annotation entry is not an object: {str(ann)[:80]}")
+                raise Where(path, image_id).error(f"annotation entry is not an object: {short_repr(ann)}")
             ann = dict(ann)
             ann.setdefault("id", next_ann_id)
             ann.setdefault("category_id", 1)  # detectron2 lists may omit it: one class
@@ -96,33 +100,40 @@ def read_flat(data: Any, path: Path, *, layout_name: str, no_stuff: bool = False
     known_categories = {c["id"] for c in categories}
     records = _image_records(data, path)
     seen_ann_ids: dict = {}
+    owners, raws = [], []
+    fields = tuple(f"'{key}'" for key in (layout.amodal, layout.visible, layout.invisible))
+    box_fields = tuple(f"'{key}'" for key in (layout.amodal_bbox, layout.visible_bbox))
     for ann in data["annotations"]:
         where, category_id = check_annotation_refs(ann, path, records, known_categories, seen_ann_ids)
-        image_id, ann_id = ann["image_id"], ann["id"]
         if no_stuff and ann.get("isStuff"):
             continue
         if layout.amodal not in ann:
             raise where.error(f"missing amodal mask key '{layout.amodal}' ({layout_name} layout)")
-        record = records[image_id]
+        record = records[ann["image_id"]]
         extra = {k: ann[k] for k in layout.extra_keys if k in ann}
         if isinstance(ann.get("extra"), dict):
             extra.update(ann["extra"])
-        record.annotations.append(build_annotation(
-            ann_id, category_id, record.height, record.width, ann[layout.amodal],
+        owners.append(record)
+        raws.append(RawAnnotation(
+            ann["id"], category_id, record.height, record.width, where, ann[layout.amodal],
             ann.get(layout.visible) if layout.visible else None,
             ann.get(layout.invisible) if layout.invisible else None,
-            where=where, repair=repair, iscrowd=bool(ann.get("iscrowd", 0)),
+            iscrowd=iscrowd_or_error(ann.get("iscrowd"), where),
             amodal_bbox=ann.get(layout.amodal_bbox) if layout.amodal_bbox else None,
             visible_bbox=ann.get(layout.visible_bbox) if layout.visible_bbox else None,
-            extra=extra))
+            extra=extra, fields=fields, box_fields=box_fields))
+    for record, annotation in zip(owners, build_annotations(raws, repair=repair)):
+        record.annotations.append(annotation)
     images = list(records.values())
     check_unique_ids(images, path)
     info = data.get("info") if isinstance(data.get("info"), dict) else {}
     root = path.parent
     if layout_name == "orcnn" and info.get("image_root"):
-        root = (path.parent / str(info["image_root"])).resolve()
-    elif images and not (root / images[0].file_name).exists():
-        if (root / "images" / images[0].file_name).exists():  # common layout: DIR/ann.json + DIR/images/
+        if not isinstance(info["image_root"], str) or "\x00" in info["image_root"]:
+            raise Where(path).error(f"info.image_root {short_repr(info['image_root'])} is not a folder name")
+        root = (path.parent / info["image_root"]).resolve()
+    elif images and not is_file(root / images[0].file_name):
+        if is_file(root / "images" / images[0].file_name):  # common layout: DIR/ann.json + DIR/images/
             root = root / "images"
     return AmodalAnnotations(images=images, categories=categories, format=layout_name, path=path,
                              image_root=root)
