@@ -3,7 +3,7 @@ scene layering, on the paper's metrics and the occlusion-order metrics (docs/lay
 
     orcnn synth --out /tmp/mid_201 --images 100 --seed 201 --occlusion mid --size 640x480
     python scripts/order_check.py --data /tmp/mid_201 [/tmp/other ...] [--cache /tmp/pred_cache]
-        [--set duplicate_visible_iou=0.5 ...] [--json out.json]
+        [--set duplicate_visible_iou=0.5 ...] [--depth] [--json out.json]
 
 Predictions at ``--score-threshold`` (default 0.5, the node's) with the bundled model unless
 ``--weights``; ``--cache`` keeps them on disk, so the layering can be re-run with other settings
@@ -25,11 +25,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from prediction_cache import cached_predictions  # noqa: E402
 
+from orcnn_core.analysis import AnalysisConfig, analyze, frame_results  # noqa: E402
 from orcnn_core.evaluation.amodal_eval import AmodalEvaluator  # noqa: E402
 from orcnn_core.evaluation.order_eval import OrderEvaluator  # noqa: E402
-from orcnn_core.layering import LayeringConfig, layer_prediction  # noqa: E402
-from orcnn_core.occlusion import compute_occlusion_graph  # noqa: E402
-from orcnn_core.structures import prediction_to_results  # noqa: E402
+from orcnn_core.layering import LayeringConfig  # noqa: E402
 
 DEFAULT_WEIGHTS = REPO / "orcnn_core" / "weights" / "demo_small.safetensors"
 ROWS = (("AP_AV", lambda s: s["all"]["AP_AV"]), ("AP_A", lambda s: s["all"]["AP_A"]),
@@ -58,18 +57,26 @@ def parse_setting(text: str) -> tuple:
         return key, value
 
 
-def results_of(records, predictions, config: LayeringConfig) -> list:
-    """Results entries with the published graph: raw outputs with today's graph when the layering is
-    off, else the layered prediction with the layered graph."""
+def results_of(records, predictions, config: LayeringConfig, depths=None) -> list:
+    """Results entries as the node publishes them (``analysis.analyze``: raw outputs with today's
+    graph when the layering is off, else the layered prediction and graph; with ``depths``, one
+    ``DepthFrame`` per record, depth evidence in the layering)."""
     entries = []
-    for record, prediction in zip(records, predictions):
-        if config.enabled:
-            prediction, layering = layer_prediction(prediction, config)
-            graph = layering.occlusion_graph(prediction.scores)
-        else:
-            graph = compute_occlusion_graph(prediction)
-        entries.extend(prediction_to_results(prediction, record.image_id, record.file_name, occlusion=graph))
+    analysis = AnalysisConfig(layering=config)
+    for k, (record, prediction) in enumerate(zip(records, predictions)):
+        frame = analyze(prediction, analysis, depth=None if depths is None else depths[k])
+        entries.extend(frame_results(frame, record.image_id, record.file_name))
     return entries
+
+
+def depth_frames(data: Path, records) -> list:
+    """The depth of every record of an ``orcnn synth --depth`` folder."""
+    from orcnn_core.depth.camera import read_camera_file
+    from orcnn_core.depth.depth_io import load_depth_frame
+
+    cameras = read_camera_file(Path(data) / "annotations.json")
+    folder = Path(data) / "depth"
+    return [load_depth_frame(folder, r.file_name, cameras, (r.height, r.width)) for r in records]
 
 
 def evaluate(records, categories, entries, score_threshold: float) -> dict:
@@ -104,6 +111,8 @@ def main(argv=None) -> int:
                         help="layer the probability masks (default: bool masks, what the node publishes)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="LayeringConfig field for the layered column (repeatable)")
+    parser.add_argument("--depth", action="store_true",
+                        help="add a column layered with depth evidence (folders from `orcnn synth --depth`)")
     parser.add_argument("--json", default=None, help="write every summary here")
     args = parser.parse_args(argv)
     config = replace(LayeringConfig(), **dict(parse_setting(s) for s in args.set))
@@ -117,6 +126,9 @@ def main(argv=None) -> int:
         for name, variant in (("raw", replace(config, enabled=False)), ("layered", config)):
             columns[name] = evaluate(records, categories, results_of(records, predictions, variant),
                                      args.score_threshold)
+        if args.depth:
+            entries = results_of(records, predictions, config, depth_frames(data, records))
+            columns["with depth"] = evaluate(records, categories, entries, args.score_threshold)
         print(f"\n{data}: {len(records)} images, {sum(len(p) for p in predictions)} predictions at score "
               f">= {args.score_threshold} (loaded in {loaded:.1f} s)")
         print(format_rows(columns))

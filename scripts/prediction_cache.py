@@ -92,7 +92,7 @@ def cached_predictions(data_dir: str | Path, weights: str | Path, score_threshol
     from orcnn_core.data import load_annotations
     from orcnn_core.data.images import read_image_rgb
     from orcnn_core.engine.predictor import Predictor
-    from orcnn_core.model.weights import load_weights
+    from orcnn_core.model.builder import load_weights
 
     data_dir, weights = Path(data_dir), Path(weights)
     dataset = load_annotations(data_dir)

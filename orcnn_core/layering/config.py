@@ -25,7 +25,8 @@ class LayeringConfig:
     hidden_weight: float = 1.0
     covered_weight: float = 0.0
     difference_weight: float = 1.0
-    depth_weight: float = 2.0             # depth along the shared boundary, when a depth image is given
+    depth_weight: float = 50.0            # depth along the shared boundary, when a depth image is given:
+                                          # where it has evidence it decides (measured, docs/layering.md)
     exact_order_limit: int = 12           # largest strongly connected component solved exactly
     cut_visible_by: str = "amodal"        # what of the instances in front removes visible pixels
     claim_shared: str = "unclaimed"       # where the front instance's amodal mask becomes visible over
