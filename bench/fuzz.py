@@ -1,4 +1,5 @@
-"""Fuzz campaign: mutated annotation and results files through `orcnn convert`, `stats` and `eval`.
+"""Fuzz campaign: mutated annotation, results, image and bag files and ROS frames through `orcnn convert`,
+`stats`, `eval`, `predict` and `replay`.
 
 A fixed-seed run: every input is a seed file damaged by one to three mutators (bit flips,
 truncation, inserted bytes, other encodings, deep nesting, values replaced by NaN / Infinity / huge
@@ -6,8 +7,9 @@ or negative numbers / wrong types / garbage RLE counts, keys deleted, entries du
 run through one target command in its own process with a timeout and a memory cap (RLIMIT_AS).
 Outcomes:
 
-  ok         exit 0: the input was still valid
+  ok         exit 0: the input was still valid, or (predict, replay-frame) skipped with the good data kept
   clean      exit 2 with exactly one stderr line ``orcnn <cmd>: error: ...``
+  refused    exit 2 where the run had to go on (a bad image or frame beside good ones)
   unclean    exit 2 with more (or fewer) stderr lines
   traceback  exit 1 (an uncaught exception: a bug)
   hang       still running at the timeout (killed)
@@ -20,7 +22,8 @@ fresh ``python -m orcnn_core.cli`` per input (slower, for confirming a finding).
 
 Extending: a corpus (``CORPORA``) makes seed files, a mutator (``BYTE_MUTATORS``,
 ``VALUE_MUTATORS``) damages one, a target (``TARGETS``) names the corpus it takes and the command
-line it runs. Image, bag or message corpora and ``predict`` / ``replay`` targets plug in the same way.
+line it runs. ``predict`` gets the damaged image beside a good one and ``replay-frame`` the damaged
+message between two good frames: both must finish with exit 0.
 
 Prints the counts per target and inputs per second; failing inputs are kept (``--keep``). Last line:
 ``fuzz_failures: <tracebacks + unclean + hangs + crashes + other>``.
@@ -52,7 +55,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_COCOA = REPO.parent / "shared" / "fixtures" / "real" / "cocoa_raw_demo"
-FAILURES = ("traceback", "unclean", "hang", "crash", "other")
+FAILURES = ("traceback", "unclean", "refused", "hang", "crash", "other")
 H, W = 48, 64
 
 
@@ -151,7 +154,62 @@ def results_seeds(work: Path) -> dict:
     return {"results": (json.dumps(entries).encode(), ".json")}
 
 
-CORPORA: dict = {"annotations": annotation_seeds, "results": results_seeds}
+def _scene_rgb() -> np.ndarray:
+    """A small synthetic scene (RGB uint8), the content of the image, bag and frame seeds."""
+    from orcnn_core.data import synth
+
+    return synth.generate_scene(np.random.default_rng([7, 0]), classes=6, size=(96, 72)).image
+
+
+def image_seeds(work: Path) -> dict:
+    """The same scene as PNG, JPEG (baseline and progressive) and BMP file bytes."""
+    import cv2
+
+    bgr = cv2.cvtColor(_scene_rgb(), cv2.COLOR_RGB2BGR)
+    return {"png": (cv2.imencode(".png", bgr)[1].tobytes(), ".png"),
+            "jpeg": (cv2.imencode(".jpg", bgr)[1].tobytes(), ".jpg"),
+            "jpeg_progressive": (cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes(),
+                                 ".jpg"),
+            "bmp": (cv2.imencode(".bmp", bgr)[1].tobytes(), ".bmp")}
+
+
+def bag_seeds(work: Path) -> dict:
+    """Bare bag files of three frames: a raw-image .db3 and a CompressedImage .mcap."""
+    import cv2
+
+    from orcnn_ros.bag_from_images import images_to_bag
+
+    folder = work / "bag_frames"
+    folder.mkdir(exist_ok=True)
+    for k in range(3):
+        shifted = np.roll(_scene_rgb(), 8 * k, axis=1)
+        cv2.imwrite(str(folder / f"{k}.png"), cv2.cvtColor(shifted, cv2.COLOR_RGB2BGR))
+    seeds = {}
+    for name, storage, compressed, suffix in (("raw_db3", "sqlite3", False, ".db3"),
+                                              ("compressed_mcap", "mcap", True, ".mcap")):
+        out = work / f"seed_bag_{name}"
+        images_to_bag(folder, out, topic="/image", compressed=compressed, storage=storage, start_ns=10**18)
+        (data_file,) = out.glob(f"*{suffix}")
+        seeds[name] = (data_file.read_bytes(), suffix)
+    return seeds
+
+
+def frame_seeds(work: Path) -> dict:
+    """CDR bytes of one Image (bgr8) and one CompressedImage (PNG) message: what a bag or the node gets."""
+    import cv2
+
+    from orcnn_ros import messages
+
+    header = messages.make_header(1, 2, "camera")
+    bgr = cv2.cvtColor(_scene_rgb(), cv2.COLOR_RGB2BGR)
+    raw = messages.serialize(messages.make_image(header, bgr, encoding="bgr8"), messages.IMAGE_TYPE)
+    png = messages.make_compressed_image(header, cv2.imencode(".png", bgr)[1].tobytes(), "png")
+    return {"image": (raw, ".image"),
+            "compressed": (messages.serialize(png, messages.COMPRESSED_IMAGE_TYPE), ".compressed")}
+
+
+CORPORA: dict = {"annotations": annotation_seeds, "results": results_seeds, "images": image_seeds,
+                 "bags": bag_seeds, "frames": frame_seeds}
 
 
 # ---- mutators ------------------------------------------------------------------------------------------
@@ -313,10 +371,43 @@ def mutate(rng: random.Random, seed: bytes) -> tuple[bytes, list]:
 
 @dataclass(frozen=True)
 class Target:
-    """A command to fuzz: the corpus its input comes from and its ``orcnn`` arguments."""
+    """A command to fuzz: the corpus its input comes from and its ``orcnn`` arguments.
+
+    ``must_succeed``: the input rides along with good data (a good image, a good frame), so the
+    command must finish (exit 0) whatever the bad input is; a refusal counts as a failure.
+    """
 
     corpus: str
     argv: Callable  # (input path, work dir, fixed files) -> list[str]
+    must_succeed: bool = False
+    memory_gb: float = 0.0  # address-space cap of this target, when above --memory-gb (torch maps a lot)
+
+
+def _predict_argv(path: Path, work: Path, fixed: dict) -> list:
+    """A folder holding the damaged image and one good image: predict must keep the good one."""
+    folder = work / "predict_in"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    shutil.copy(fixed["good_image"], folder / "good.png")
+    shutil.copy(path, folder / f"damaged{path.suffix}")
+    return ["predict", "--images", str(folder), "--out", str(work / "predicted.json"), "--device", "cpu"]
+
+
+def _frame_bag_argv(path: Path, work: Path, fixed: dict) -> list:
+    """A bag with a good frame, the damaged message and another good frame: replay must go on."""
+    from orcnn_ros import messages
+    from orcnn_ros.bagio import BagWriter
+
+    msgtype = messages.IMAGE_TYPE if path.suffix == ".image" else messages.COMPRESSED_IMAGE_TYPE
+    good = fixed["good_frames"][path.suffix]
+    bag = work / "frame_bag"
+    shutil.rmtree(bag, ignore_errors=True)
+    with BagWriter(bag, "sqlite3", checkpoint_s=None) as writer:
+        writer.add_topic("/image", msgtype, typestore=messages.typestore())
+        for k, data in enumerate((good, path.read_bytes(), good)):
+            writer.write("/image", 10**18 + k * 10**8, data)
+    return ["replay", str(bag), "--topic", "/image", "--out", str(work / "frame_out"), "--overwrite",
+            "--device", "cpu", "--no-progress"]
 
 
 TARGETS: dict = {
@@ -328,6 +419,11 @@ TARGETS: dict = {
                                                                 str(fixed["no_results"])]),
     "eval-results": Target("results", lambda path, work, fixed: ["eval", "--gt", str(fixed["gt"]),
                                                                  "--results", str(path)]),
+    "predict": Target("images", _predict_argv, must_succeed=True, memory_gb=16),
+    "replay-bag": Target("bags", lambda path, work, fixed: [
+        "replay", str(path), "--topic", "/image", "--out", str(work / "bag_out"), "--overwrite",
+        "--device", "cpu", "--no-progress"], memory_gb=16),
+    "replay-frame": Target("frames", _frame_bag_argv, must_succeed=True, memory_gb=16),
 }
 
 
@@ -394,8 +490,9 @@ def run_exec(argv: list, timeout: float, memory: int, stderr_path: Path) -> tupl
     return done.returncode, done.stderr
 
 
-def classify(status, stderr: str, command: str) -> str:
-    """One of ok, clean, unclean, traceback, hang, crash, other."""
+def classify(status, stderr: str, command: str, must_succeed: bool = False) -> str:
+    """One of ok, clean, unclean, refused (exit 2 where the run had to go on), traceback, hang, crash,
+    other."""
     if status is None:
         return "hang"
     if status < 0:
@@ -405,6 +502,8 @@ def classify(status, stderr: str, command: str) -> str:
     if status == 1:
         return "traceback"
     if status == 2:
+        if must_succeed:
+            return "refused"
         lines = [line for line in stderr.splitlines() if line.strip()]
         clean = len(lines) == 1 and lines[0].startswith(f"orcnn {command}: error: ")
         return "clean" if clean else "unclean"
@@ -443,7 +542,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=2400, help="number of mutated inputs (all targets)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--targets", nargs="+", default=sorted(TARGETS), choices=sorted(TARGETS))
+    parser.add_argument("--targets", nargs="+", default=sorted(TARGETS), choices=sorted(TARGETS),
+                        help="default: all; the model targets (predict, replay-*) cost about a second "
+                             "an input")
     parser.add_argument("--runner", choices=("fork", "exec"), default="fork")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per input")
     parser.add_argument("--memory-gb", type=float, default=3.0,
@@ -465,12 +566,21 @@ def main() -> None:
     from orcnn_core.data import load_annotations  # noqa: F401
     from orcnn_core.evaluation import compute_files  # noqa: F401
 
+    if {"predict", "replay-bag", "replay-frame"} & set(args.targets):  # the model's imports, once
+        import torch  # noqa: F401
+
+        from orcnn_core.engine import predictor  # noqa: F401
+        from orcnn_ros.replay import run  # noqa: F401
     seeds = {name: CORPORA[name](work) for name in {TARGETS[t].corpus for t in args.targets} | {"results"}}
     fixed = {"results": work / "seed_results.json", "gt": work / "seed_gt.json",
              "no_results": work / "none.json"}
     fixed["results"].write_bytes(results_seeds(work)["results"][0])
     fixed["no_results"].write_bytes(b"[]")
     fixed["gt"].write_bytes(json.dumps(_flat_cocoa()).encode())
+    fixed["good_image"] = work / "good_image.png"
+    fixed["good_image"].write_bytes(image_seeds(work)["png"][0])
+    frames = frame_seeds(work)
+    fixed["good_frames"] = {".image": frames["image"][0], ".compressed": frames["compressed"][0]}
     for name in sorted(REAL_COCOA.glob("*.jpg"))[:3]:  # COCOA raw records find their image next to them
         shutil.copy(name, work / name.name)
     runner = run_forked if args.runner == "fork" else run_exec
@@ -482,8 +592,9 @@ def main() -> None:
             path = work / f"{_stem(seed_name, 'seed')}{suffix}"
             path.write_bytes(seed)
             argv = target.argv(path, work, fixed)
-            status, stderr = runner(argv, args.timeout, memory, work / "stderr.txt")
-            if classify(status, stderr, argv[0]) != "ok":
+            status, stderr = runner(argv, args.timeout, max(memory, int(target.memory_gb * (1 << 30))),
+                                    work / "stderr.txt")
+            if classify(status, stderr, argv[0], target.must_succeed) != "ok":
                 sys.exit(f"seed {seed_name} fails {target_name} unmutated (status {status}): "
                          f"{stderr.strip()[-300:]}")
     counts = {t: collections.Counter() for t in args.targets}
@@ -499,8 +610,9 @@ def main() -> None:
         path = work / f"{_stem(seed_name, f'input_{index}')}{suffix}"
         path.write_bytes(data)
         argv = target.argv(path, work, fixed)
-        status, stderr = runner(argv, args.timeout, memory, work / "stderr.txt")
-        outcome = classify(status, stderr, argv[0])
+        status, stderr = runner(argv, args.timeout, max(memory, int(target.memory_gb * (1 << 30))),
+                                work / "stderr.txt")
+        outcome = classify(status, stderr, argv[0], target.must_succeed)
         counts[target_name][outcome] += 1
         if log:
             last = (stderr.strip().splitlines() or [""])[-1][:300]
