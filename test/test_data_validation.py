@@ -288,6 +288,18 @@ def test_convert_repair_flag_recomputes_invisible(tmp_path, capsys):
     assert invisible["counts"] == rle(B_INVISIBLE)["counts"]
 
 
+@pytest.mark.parametrize("command", [["stats"], ["eval", "--results", "RESULTS", "--gt"]])
+def test_stats_and_eval_take_repair_too(tmp_path, capsys, command):
+    data = base_file()
+    data["annotations"][1]["invisible_mask"] = rle(B_AMODAL)
+    src = write(tmp_path, data, "gt.json")
+    (tmp_path / "none.json").write_text("[]")
+    argv = [a.replace("RESULTS", str(tmp_path / "none.json")) for a in command] + [str(src)]
+    assert cli.main(argv) == 2
+    assert "'invisible_mask'" in capsys.readouterr().err
+    assert cli.main([*argv, "--repair"]) == 0
+
+
 # ---- strict JSON output ------------------------------------------------------------------------------------
 
 def _refuse_constant(name):

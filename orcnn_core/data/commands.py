@@ -77,7 +77,7 @@ def run_stats(args: argparse.Namespace) -> int:
     """``orcnn stats``: the paper's Table 3 for any supported file."""
     from orcnn_core.data.io import load_annotations
 
-    annotations = load_annotations(args.annotations, args.format, no_stuff=args.no_stuff)
+    annotations = load_annotations(args.annotations, args.format, no_stuff=args.no_stuff, repair=args.repair)
     _print_stats(annotations, f"{args.annotations} ({annotations.format})")
     return 0
 
@@ -107,7 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output JSON")
     p.add_argument("--format", choices=FORMAT_NAMES, help="input format (default: detected)")
     p.add_argument("--no-stuff", action="store_true", help="drop stuff regions (COCOA)")
-    p.add_argument("--repair", action="store_true", help="add visible pixels outside the amodal mask to it")
+    p.add_argument("--repair", action="store_true",
+                   help="add visible pixels outside the amodal mask to it and recompute inconsistent "
+                        "invisible masks")
     p.add_argument("--cocoa-cls", metavar="COCOA", help="build COCOA cls from this COCOA file ...")
     p.add_argument("--coco", metavar="COCO_INSTANCES", help="... and this COCO instances file")
     p.add_argument("--iou", type=float, default=0.75, help="visible-mask IoU a COCOA cls match must exceed")
@@ -129,4 +131,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("annotations", help="annotation file or folder")
     p.add_argument("--format", choices=FORMAT_NAMES, help="input format (default: detected)")
     p.add_argument("--no-stuff", action="store_true", help="drop stuff regions (COCOA)")
+    p.add_argument("--repair", action="store_true",
+                   help="repair inconsistent masks (as convert --repair) instead of refusing the file")
     p.set_defaults(func=run_stats)

@@ -276,16 +276,18 @@ def evaluate_files(gt_path: Union[str, Path], results_paths: Sequence[Union[str,
 
 def compute_files(gt_path: Union[str, Path], results_paths: Sequence[Union[str, Path]],
                   format: Optional[str] = None, *, class_agnostic: bool = False,
-                  order_score_threshold: Optional[float] = None) -> list[AmodalEvaluation]:
+                  order_score_threshold: Optional[float] = None,
+                  repair: bool = False) -> list[AmodalEvaluation]:
     """Like ``evaluate_files`` but returns the full ``AmodalEvaluation`` of each results file.
 
-    ``class_agnostic`` merges all categories (AP and order metrics); with ``order_score_threshold``
+    ``repair`` repairs the ground truth as ``load_annotations`` does; ``class_agnostic`` merges all
+    categories (AP and order metrics); with ``order_score_threshold``
     the occlusion-order metrics (``order_eval.OrderEvaluator``) are added under ``summary["order"]``.
     """
     from orcnn_core.data import load_annotations  # the data package is heavy; import on use
     from orcnn_core.evaluation.order_eval import OrderEvaluator
 
-    dataset = load_annotations(gt_path, format=format)
+    dataset = load_annotations(gt_path, format=format, repair=repair)
     evaluator = AmodalEvaluator(dataset.images, dataset.categories, class_agnostic=class_agnostic)
     order = None if order_score_threshold is None else OrderEvaluator(
         dataset.images, dataset.categories, score_threshold=order_score_threshold,

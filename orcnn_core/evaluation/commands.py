@@ -22,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", default=None, metavar="OUT.json",
                         help="write the metrics (percent) as JSON; a list when several results files")
     parser.add_argument("--plots", default=None, metavar="DIR", help="write precision-recall curves (PNG)")
+    parser.add_argument("--repair", action="store_true",
+                        help="ground truth: add visible pixels outside the amodal mask to it and recompute "
+                             "inconsistent invisible masks, instead of refusing the file")
     parser.add_argument("--class-agnostic", action="store_true",
                         help="merge all categories into one, for every metric (e.g. OSD-Amodal / UOAIS)")
     parser.add_argument("--order-score-threshold", type=float, default=DEFAULT_ORDER_SCORE_THRESHOLD,
@@ -35,11 +38,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from orcnn_core.errors import ConfigError
     from orcnn_core.evaluation.amodal_eval import compute_files
     from orcnn_core.evaluation.table import format_order_table, format_table
+    from orcnn_core.fileio import atomic_write_text
 
     if not 0.0 <= args.order_score_threshold <= 1.0:
         raise ConfigError(f"--order-score-threshold: must be in [0, 1], got {args.order_score_threshold}")
     evaluations = compute_files(args.gt, args.results, format=args.format, class_agnostic=args.class_agnostic,
-                                order_score_threshold=args.order_score_threshold)
+                                order_score_threshold=args.order_score_threshold, repair=args.repair)
     names = [Path(path).stem for path in args.results]
     summaries = [evaluation.summary for evaluation in evaluations]
     print(format_table(list(zip(names, summaries))))
@@ -50,8 +54,7 @@ def run_eval(args: argparse.Namespace) -> int:
             print(f"note: {note}")
     if args.json:
         payload = summaries[0] if len(summaries) == 1 else summaries
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(payload, indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
     if args.plots:
         from orcnn_core.evaluation.plots import plot_precision_recall
