@@ -27,7 +27,7 @@ def next_grasp(msg: Any, min_score: float = 0.5, max_occlusion: float = 0.3,
         inst = msg.instances[int(k)]
         if inst.score < min_score or inst.occlusion_rate > max_occlusion:
             continue
-        if len(inst.occluder_ids) or (inst.truncated and not allow_truncated):
+        if inst.layer > 0 or (inst.truncated and not allow_truncated):  # layer 0: nothing occludes it
             continue
         return int(k)
     return None
