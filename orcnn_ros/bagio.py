@@ -198,7 +198,19 @@ class BagReader:
             raise InputError(f"bag {self.path} has no topic '{unknown[0]}' "
                              f"(topics: {', '.join(sorted(self._topics)) or 'none'})")
         counters = dict.fromkeys(topics, 0)
-        for topic, msgtype, timestamp, data in self._source.messages(topics):
+        stored = iter(self._source.messages(topics))
+        while True:
+            # Only the storage's own reading is guarded: errors of the caller's loop body do not pass
+            # through this generator.
+            try:
+                topic, msgtype, timestamp, data = next(stored)
+            except StopIteration:
+                return
+            except Exception as exc:  # sqlite (apsw), mcap and rosbags raise many types for damaged files
+                read = sum(counters.values())
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise InputError(f"bag {self.path} is damaged: reading stopped after {read} message(s) "
+                                 f"({type(exc).__name__}: {first})") from exc
             yield BagMessage(topic, msgtype, timestamp, data, counters[topic])
             counters[topic] += 1
 

@@ -340,6 +340,9 @@ def run_replay(opts: ReplayOptions, predictor: Any = None) -> ReplaySummary:
                 run.flush()
             except KeyboardInterrupt:
                 summary.interrupted = True
+            except InputError:  # the input bag is damaged part way: keep what was read before, then say so
+                run.flush()
+                raise
             finally:
                 bar.close()
         summary.wall_seconds = time.perf_counter() - started
